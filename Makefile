@@ -1,0 +1,55 @@
+# Smart Energy — every target installs what it needs first. See README.md.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SE := $(VENV)/bin/smart-energy
+DATA ?= ../shared/data/household_power_consumption_2006-12_2007-02.txt
+# Debian packages the tests and benchmarks run for real: promtool + prometheus, redis-server, wrk.
+APT_PACKAGES := prometheus redis-server wrk
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps test demo bench backtest lock compile cluster clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@test -x $(PY) || uv venv --quiet --python 3.11 $(VENV)
+	uv pip sync --quiet --python $(PY) requirements.lock
+	uv pip install --quiet --python $(PY) --no-deps -e .
+	@touch $@
+
+# Re-resolve the lock (exact pins, no URLs) after changing pyproject.toml.
+lock:
+	uv pip compile pyproject.toml --extra test --python-version 3.11 --no-header --no-annotate -o requirements.lock
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@# Debian starts these as services on install; our tests start their own on free 127.0.0.1 ports.
+	@-systemctl disable --now redis-server prometheus >/dev/null 2>&1 || true
+
+test: install system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m components.demo --data $(DATA)
+
+bench: install system-deps
+	$(PY) benchmarks/run.py --data $(DATA)
+
+backtest: install
+	$(SE) backtest --data $(DATA) --out reports/backtest
+
+compile: install
+	$(SE) pipeline compile
+
+cluster:
+	bash manifests/kind/cluster.sh
+
+clean:
+	rm -rf data artifacts reports .pytest_cache

@@ -1,0 +1,111 @@
+"""One settings object for every stage, server and manifest.
+
+Every field is read from one environment variable (named in ``ENV``); the
+defaults are the embedded local mode (no cluster). Manifests and the Helm chart
+set the same variable names, and a test cross-checks them against ``ENV``.
+Credentials use the standard AWS names that KServe's storage initializer,
+s3fs/Feast and the minio client all understand.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# field name -> environment variable
+ENV: dict[str, str] = {
+    "data_root": "SE_DATA_ROOT",
+    "artifact_uri": "SE_ARTIFACT_URI",
+    "meter_id": "SE_METER_ID",
+    "model_name": "SE_MODEL_NAME",
+    "feature_repo": "SE_FEATURE_REPO",
+    "online_store": "SE_ONLINE_STORE",
+    "redis_connection": "SE_REDIS_CONNECTION",
+    "s3_endpoint": "S3_ENDPOINT",
+    "s3_use_https": "S3_USE_HTTPS",
+    "s3_region": "AWS_REGION",
+    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "min_minutes_per_hour": "SE_MIN_MINUTES_PER_HOUR",
+    "max_quarantine_fraction": "SE_MAX_QUARANTINE_FRACTION",
+    "predictor_host": "SE_PREDICTOR_HOST",
+    "prometheus_url": "SE_PROMETHEUS_URL",
+    "namespace": "SE_NAMESPACE",
+    "inference_service": "SE_INFERENCE_SERVICE",
+    "canary_steps": "SE_CANARY_STEPS",
+    "canary_hold_seconds": "SE_CANARY_HOLD_SECONDS",
+    "max_error_rate": "SE_MAX_ERROR_RATE",
+    "max_p99_latency_seconds": "SE_MAX_P99_LATENCY_SECONDS",
+    "max_mae_ratio": "SE_MAX_MAE_RATIO",
+    "drift_window": "SE_DRIFT_WINDOW",
+    "drift_p_value": "SE_DRIFT_P_VALUE",
+}
+
+
+def _as_bool(text: str) -> bool:
+    return text.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of the whole platform, one field per environment variable."""
+
+    data_root: Path = REPO_ROOT / "data"
+    artifact_uri: str = (REPO_ROOT / "artifacts").as_uri()
+    meter_id: str = "household-1"
+    model_name: str = "energy-forecaster"
+    feature_repo: Path = REPO_ROOT / "feature_repo"
+    online_store: str = "sqlite"  # sqlite | redis
+    redis_connection: str = "127.0.0.1:6379"
+    s3_endpoint: str = ""  # host:port of MinIO / S3; empty means AWS default
+    s3_use_https: bool = False
+    s3_region: str = "us-east-1"
+    aws_access_key_id: str = ""
+    aws_secret_access_key: str = ""
+    min_minutes_per_hour: int = 45
+    max_quarantine_fraction: float = 0.05
+    predictor_host: str = "127.0.0.1:8081"
+    prometheus_url: str = "http://127.0.0.1:9090"
+    namespace: str = "smart-energy"
+    inference_service: str = "energy-forecaster"
+    canary_steps: str = "10,25,50,100"
+    canary_hold_seconds: float = 300.0
+    max_error_rate: float = 0.01
+    max_p99_latency_seconds: float = 0.05
+    max_mae_ratio: float = 1.05
+    drift_window: int = 168
+    drift_p_value: float = 0.05
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        """Build settings from environment variables, falling back to defaults."""
+        env = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = env.get(ENV[f.name])
+            if raw is None or raw == "":
+                continue
+            default = getattr(cls, f.name)
+            if isinstance(default, bool):
+                values[f.name] = _as_bool(raw)
+            elif isinstance(default, Path):
+                values[f.name] = Path(raw)
+            else:
+                values[f.name] = type(default)(raw)
+        return cls(**values)
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as environment variables (for subprocesses and manifests)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[ENV[f.name]] = str(value).lower() if isinstance(value, bool) else str(value)
+        return out
+
+
+def get_settings() -> Settings:
+    """Settings for this process, from its environment."""
+    return Settings.from_env()
