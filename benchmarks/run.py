@@ -1,0 +1,73 @@
+"""`make bench`: every benchmark measured side by side in one run, with ratios.
+
+Each case runs in its own process (peak RSS is that process's). The data are a generated
+2,075,259-row file (the full UCI data set's size) made from the shared slice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.make_big_data import FULL_UCI_ROWS, make_big_file  # noqa: E402
+
+
+def run_case(name: str, *args: str) -> dict:
+    """Run one case in a child process; its JSON result, with the child's own peak RSS in MiB."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.cases", name, *args], cwd=REPO,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark case {name} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def bench_ingest(big: Path, work: Path) -> dict:
+    ours = run_case("ingest_ours", str(big), str(work / "ours"))
+    base = run_case("ingest_pandas", str(big), str(work / "pandas"))
+    print(f"\n== ingest {ours['rows']:,} rows ({big.stat().st_size / 2**20:.0f} MiB) ==")
+    print(f"{'':28}{'seconds':>10}{'peak MiB':>10}")
+    print(f"{'smart-energy ingest':28}{ours['seconds']:>10.2f}{ours['peak_mib']:>10.0f}   (validates, quarantines)")
+    print(f"{'pandas read_csv+resample':28}{base['seconds']:>10.2f}{base['peak_mib']:>10.0f}")
+    print(f"speed-up: {base['seconds'] / ours['seconds']:.1f}x  (target >= 5x, ours < 3 s)")
+    return {"ours": ours, "pandas": base}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="the shared UCI slice")
+    parser.add_argument("--rows", type=int, default=FULL_UCI_ROWS)
+    parser.add_argument("--only", choices=["ingest", "features", "serving"], action="append")
+    args = parser.parse_args()
+    big = REPO / "data" / "bench" / f"household_{args.rows}.txt"
+    if not big.exists():
+        print(f"generating {big} ({args.rows:,} rows) ...", flush=True)
+        make_big_file(args.data, big, args.rows)
+    sections = args.only or ["ingest", "features", "serving"]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if "ingest" in sections:
+            bench_ingest(big, work)
+        for section in ("features", "serving"):
+            if section not in sections:
+                continue
+            try:
+                module = importlib.import_module(f"benchmarks.{section}_bench")
+            except ModuleNotFoundError as err:
+                if err.name != f"benchmarks.{section}_bench":
+                    raise
+                print(f"\n== {section}: not built yet ==")
+                continue
+            module.bench(big=big, work=work, run_case=run_case, shared=args.data)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Versioned model registry on the artifact store.
+
+A model directory (what ``train --model-dir`` writes, what the predictor loads) holds:
+
+- ``model.json``      the XGBoost booster in XGBoost's own JSON format (KServe's xgboost runtime loads it)
+- ``metadata.json``   version, training window, feature order, metrics, library versions, sha256 of model.json
+- ``drift/``          the Alibi Detect drift detector fitted on the training window (optional)
+
+In the store a version lives at ``models/<name>/<version>/...``; ``models/<name>/production.json``
+and ``models/<name>/candidate.json`` point at versions and are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from components.storage import ArtifactNotFound, ArtifactStore
+
+MODEL_FILE = "model.json"
+METADATA_FILE = "metadata.json"
+DRIFT_DIR = "drift"
+STAGES = ("production", "candidate")
+
+
+class ModelIntegrityError(ValueError):
+    """A model directory whose files do not match its metadata."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_metadata(model_dir: str | Path) -> dict[str, Any]:
+    """The metadata of a model directory, after checking the model file's sha256 against it."""
+    model_dir = Path(model_dir)
+    meta_path, model_path = model_dir / METADATA_FILE, model_dir / MODEL_FILE
+    if not meta_path.is_file() or not model_path.is_file():
+        raise ModelIntegrityError(f"{model_dir}: not a model directory (needs {MODEL_FILE} and {METADATA_FILE})")
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelIntegrityError(f"{meta_path}: invalid JSON ({err})") from None
+    expected, actual = metadata.get("sha256"), sha256_of(model_path)
+    if expected != actual:
+        raise ModelIntegrityError(
+            f"{model_path}: sha256 {actual[:12]}… does not match metadata {str(expected)[:12]}…; refusing to load"
+        )
+    return metadata
+
+
+def load_booster(model_dir: str | Path):
+    """The verified XGBoost booster and its metadata."""
+    import xgboost as xgb
+
+    metadata = read_metadata(model_dir)
+    booster = xgb.Booster()
+    booster.load_model(str(Path(model_dir) / MODEL_FILE))
+    return booster, metadata
+
+
+def _files(model_dir: Path) -> list[Path]:
+    return sorted(p for p in model_dir.rglob("*") if p.is_file())
+
+
+def register(store: ArtifactStore, model_dir: str | Path, stage: str | None = "candidate") -> str:
+    """Upload a verified model directory as ``models/<name>/<version>/`` and point ``stage`` at it.
+
+    Returns:
+        The version registered.
+    """
+    model_dir = Path(model_dir)
+    metadata = read_metadata(model_dir)
+    name, version = metadata["name"], metadata["version"]
+    # metadata last: a version whose metadata.json is present is complete
+    for path in sorted(_files(model_dir), key=lambda p: p.name == METADATA_FILE):
+        store.put_bytes(f"models/{name}/{version}/{path.relative_to(model_dir)}", path.read_bytes())
+    if stage:
+        set_stage(store, name, stage, version)
+    return version
+
+
+def set_stage(store: ArtifactStore, name: str, stage: str, version: str) -> None:
+    """Point ``stage`` (production or candidate) at ``version``; one atomic write."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+    if not store.exists(f"models/{name}/{version}/{METADATA_FILE}"):
+        raise ArtifactNotFound(f"model {name} has no version {version!r}")
+    store.put_bytes(f"models/{name}/{stage}.json", json.dumps({"version": version}).encode())
+
+
+def stage_version(store: ArtifactStore, name: str, stage: str) -> str | None:
+    """The version ``stage`` points at, or None."""
+    try:
+        return json.loads(store.get_bytes(f"models/{name}/{stage}.json"))["version"]
+    except ArtifactNotFound:
+        return None
+
+
+def list_versions(store: ArtifactStore, name: str) -> list[str]:
+    keys = store.list(f"models/{name}")
+    return sorted({k.split("/")[2] for k in keys if k.endswith(f"/{METADATA_FILE}") and k.count("/") == 3})
+
+
+def download(store: ArtifactStore, name: str, ref: str, dest: str | Path) -> Path:
+    """Copy version ``ref`` (or the version a stage points at) into ``dest`` and verify it."""
+    version = stage_version(store, name, ref) if ref in STAGES else ref
+    if not version:
+        raise ArtifactNotFound(f"model {name} has no {ref} version")
+    dest = Path(dest)
+    prefix = f"models/{name}/{version}/"
+    keys = [k for k in store.list(prefix.rstrip("/")) if k.startswith(prefix)]
+    if not keys:
+        raise ArtifactNotFound(f"model {name} has no version {version!r}")
+    for key in keys:
+        target = dest / key[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(store.get_bytes(key))
+    read_metadata(dest)
+    return dest
+
+
+def write_model_dir(booster, metadata: dict[str, Any], out_dir: str | Path, detector=None) -> dict[str, Any]:
+    """Save a booster (XGBoost JSON), its drift detector and metadata (with the model's sha256).
+
+    Args:
+        booster: a trained ``xgboost.Booster``.
+        metadata: at least ``name``, ``version`` and ``features`` (the input order).
+        out_dir: the model directory to write.
+        detector: an Alibi Detect detector, saved under ``drift/``.
+
+    Returns:
+        The metadata as written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    booster.save_model(str(out_dir / MODEL_FILE))
+    if detector is not None:
+        from alibi_detect.saving import save_detector
+
+        save_detector(detector, str(out_dir / DRIFT_DIR))
+    metadata = dict(metadata) | {"model_file": MODEL_FILE, "sha256": sha256_of(out_dir / MODEL_FILE)}
+    (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+    return metadata
+
+
+def load_drift_detector(model_dir: str | Path):
+    """The Alibi Detect detector saved with a model, or None when it has none."""
+    path = Path(model_dir) / DRIFT_DIR
+    if not path.exists():
+        return None
+    from alibi_detect.saving import load_detector
+
+    return load_detector(str(path))
