@@ -17,17 +17,18 @@ from components.settings import get_settings
 # modules that contribute subcommands, in the order `--help` lists them
 COMMAND_MODULES = [
     "components.cli",
-    "components.features",
+    "components.feast_store",
     "components.train",
     "components.evaluate",
+    "components.backtest",
+    "components.registry_cli",
     "pipelines.cli",
     "serving.cli",
     "serving.rollout",
 ]
 
 
-class UserError(Exception):
-    """A problem with the input or the environment that the user can fix; printed as one line."""
+from components.errors import SmartEnergyError as UserError  # noqa: E402  (re-exported for subcommands)
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
@@ -75,9 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from components.ingest import IngestError
-    from components.storage import ArtifactNotFound
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -85,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (UserError, IngestError, ArtifactNotFound, ValueError, FileNotFoundError) as err:
+    except (UserError, FileNotFoundError) as err:
         print(f"smart-energy {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -24,6 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from components.errors import SmartEnergyError
+
 HEADER = [
     "Date", "Time", "Global_active_power", "Global_reactive_power", "Voltage",
     "Global_intensity", "Sub_metering_1", "Sub_metering_2", "Sub_metering_3",
@@ -56,7 +58,7 @@ HOURLY_CHANNELS = {
 }
 
 
-class IngestError(ValueError):
+class IngestError(SmartEnergyError):
     """The input is not a readable UCI-format meter file; the message says why in one line."""
 
 
@@ -300,7 +302,7 @@ def resample_hourly(
     Hours with fewer than ``min_minutes`` valid minutes keep what was measured but are flagged
     ``is_complete=False``; hours with none have NaN means. Nothing is interpolated.
     """
-    columns = ["meter_id", "timestamp", *HOURLY_CHANNELS, "energy_kwh", "valid_minutes", "is_complete"]
+    columns = ["meter_id", "timestamp", *HOURLY_CHANNELS, "energy_kwh", "last_15min_kw", "valid_minutes", "is_complete"]
     vts = ts[valid]
     if len(vts) == 0:
         return pd.DataFrame(columns=columns)
@@ -318,6 +320,12 @@ def resample_hourly(
             sums = np.bincount(slot, weights=values[raw][valid], minlength=n_hours)
             out[name] = np.where(counts > 0, sums / counts * scale, np.nan)
     out["energy_kwh"] = np.bincount(slot, weights=values["Global_active_power"][valid], minlength=n_hours) / 60
+    # the hour's last quarter: the freshest reading a next-hour forecast can use
+    late = (vts % 3600) >= 45 * 60
+    late_counts = np.bincount(slot[late], minlength=n_hours)
+    late_sums = np.bincount(slot[late], weights=values["Global_active_power"][valid][late], minlength=n_hours)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["last_15min_kw"] = np.where(late_counts > 0, late_sums / late_counts, np.nan)
     out["valid_minutes"] = counts.astype(np.int16)
     out["is_complete"] = counts >= min_minutes
     return pd.DataFrame(out, columns=columns)
@@ -450,3 +458,23 @@ def print_summary(quality: QualityReport, stream=sys.stdout) -> None:
     )
     for why, count in q.quarantine_reasons.items():
         print(f"  quarantined {count:,} x {why}", file=stream)
+
+
+def split_raw_file(path: str | Path, at: str, before: str | Path, after: str | Path) -> tuple[int, int]:
+    """Split a raw meter file at timestamp ``at`` into two raw files (lines kept verbatim, header on both).
+
+    Returns:
+        The number of data lines written to ``before`` and to ``after``.
+    """
+    path = Path(path)
+    delimiter = sniff(path)
+    with _open_text(path) as fh:
+        lines = fh.read().decode("utf-8").splitlines()
+    header, body = lines[0], lines[1:]
+    first = pd.Series(body, dtype="object").str.split(delimiter, n=2, expand=True)
+    stamps = pd.to_datetime(first[0] + " " + first[1], format="%d/%m/%Y %H:%M:%S", errors="coerce")
+    late = (stamps >= pd.Timestamp(at)).to_numpy()
+    for target, keep in ((before, ~late), (after, late)):
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_text("\n".join([header, *np.asarray(body, dtype=object)[keep]]) + "\n")
+    return int((~late).sum()), int(late.sum())

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from components.errors import SmartEnergyError
 from components.storage import ArtifactNotFound, ArtifactStore
 
 MODEL_FILE = "model.json"
@@ -25,7 +26,7 @@ DRIFT_DIR = "drift"
 STAGES = ("production", "candidate")
 
 
-class ModelIntegrityError(ValueError):
+class ModelIntegrityError(SmartEnergyError):
     """A model directory whose files do not match its metadata."""
 
 
@@ -89,7 +90,7 @@ def register(store: ArtifactStore, model_dir: str | Path, stage: str | None = "c
 def set_stage(store: ArtifactStore, name: str, stage: str, version: str) -> None:
     """Point ``stage`` (production or candidate) at ``version``; one atomic write."""
     if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+        raise SmartEnergyError(f"unknown stage {stage!r}; expected one of {STAGES}")
     if not store.exists(f"models/{name}/{version}/{METADATA_FILE}"):
         raise ArtifactNotFound(f"model {name} has no version {version!r}")
     store.put_bytes(f"models/{name}/{stage}.json", json.dumps({"version": version}).encode())

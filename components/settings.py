@@ -22,6 +22,8 @@ ENV: dict[str, str] = {
     "meter_id": "SE_METER_ID",
     "model_name": "SE_MODEL_NAME",
     "feature_repo": "SE_FEATURE_REPO",
+    "feature_source": "SE_FEATURE_SOURCE",
+    "feast_registry": "SE_FEAST_REGISTRY",
     "online_store": "SE_ONLINE_STORE",
     "redis_connection": "SE_REDIS_CONNECTION",
     "s3_endpoint": "S3_ENDPOINT",
@@ -58,6 +60,8 @@ class Settings:
     meter_id: str = "household-1"
     model_name: str = "energy-forecaster"
     feature_repo: Path = REPO_ROOT / "feature_repo"
+    feature_source: str = "data/hourly_features.parquet"  # relative to feature_repo, or s3://...
+    feast_registry: str = ""  # empty: feature_store.yaml's registry
     online_store: str = "sqlite"  # sqlite | redis
     redis_connection: str = "127.0.0.1:6379"
     s3_endpoint: str = ""  # host:port of MinIO / S3; empty means AWS default
@@ -78,6 +82,13 @@ class Settings:
     max_mae_ratio: float = 1.05
     drift_window: int = 168
     drift_p_value: float = 0.05
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        """The S3 endpoint as a URL (for s3fs / Feast); empty when none is set."""
+        if not self.s3_endpoint or "://" in self.s3_endpoint:
+            return self.s3_endpoint
+        return f"{'https' if self.s3_use_https else 'http'}://{self.s3_endpoint}"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
+from components.errors import SmartEnergyError
 from components.settings import Settings, get_settings
 
 
-class ArtifactNotFound(FileNotFoundError):
+class ArtifactNotFound(SmartEnergyError, FileNotFoundError):
     """The object asked for is not in the store."""
 
 
@@ -39,7 +40,7 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         key = key.strip("/")
         if not key or ".." in Path(key).parts:
-            raise ValueError(f"invalid artifact key: {key!r}")
+            raise SmartEnergyError(f"invalid artifact key: {key!r}")
         return self.root / key
 
     def put_bytes(self, key: str, data: bytes) -> str:
@@ -82,7 +83,7 @@ class S3Store:
         from minio import Minio
 
         if not settings.s3_endpoint:
-            raise ValueError("s3:// artifact store needs S3_ENDPOINT (host:port of MinIO/S3)")
+            raise SmartEnergyError("s3:// artifact store needs S3_ENDPOINT (host:port of MinIO/S3)")
         endpoint = settings.s3_endpoint.split("://", 1)[-1]
         self.client = Minio(
             endpoint,
@@ -98,7 +99,7 @@ class S3Store:
     def _key(self, key: str) -> str:
         key = key.strip("/")
         if not key:
-            raise ValueError("empty artifact key")
+            raise SmartEnergyError("empty artifact key")
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def ensure_bucket(self) -> None:
@@ -158,6 +159,6 @@ def open_store(uri: str | None = None, settings: Settings | None = None) -> Arti
         return LocalStore(Path(path))
     if parsed.scheme == "s3":
         if not parsed.netloc:
-            raise ValueError(f"s3 URI needs a bucket: {uri!r}")
+            raise SmartEnergyError(f"s3 URI needs a bucket: {uri!r}")
         return S3Store(parsed.netloc, parsed.path, settings)
-    raise ValueError(f"unsupported artifact store URI {uri!r} (use file:// or s3://)")
+    raise SmartEnergyError(f"unsupported artifact store URI {uri!r} (use file:// or s3://)")

@@ -1,0 +1,171 @@
+"""The Feast side: open the feature repo with the settings, apply, materialise, read, push.
+
+`feature_repo/feature_store.yaml` is the one Feast config; the online store (SQLite or Redis)
+and the registry location are overridden here from the settings, so the same repo serves the
+embedded mode and a cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from components.errors import SmartEnergyError
+from components.features import FEATURES, build_feature_frame, write_feature_frame
+from components.ingest import load_hourly
+from components.settings import Settings, get_settings
+
+FEATURE_SERVICE = "forecast_features_v1"
+PUSH_SOURCE = "hourly_usage_push_source"
+
+
+class FeatureStoreError(SmartEnergyError):
+    """Features asked for are not in the store (unknown meter, never materialised)."""
+
+
+def repo_config(settings: Settings):
+    """Feast's RepoConfig: feature_store.yaml with the settings' online store and registry."""
+    from feast.repo_config import RepoConfig
+
+    repo = Path(settings.feature_repo)
+    raw = yaml.safe_load((repo / "feature_store.yaml").read_text())
+    if settings.online_store == "redis":
+        raw["online_store"] = {"type": "redis", "connection_string": settings.redis_connection}
+    elif settings.online_store != "sqlite":
+        raise SmartEnergyError(f"SE_ONLINE_STORE must be sqlite or redis, not {settings.online_store!r}")
+    if settings.feast_registry:
+        raw["registry"] = settings.feast_registry
+    return RepoConfig(repo_path=repo, **raw)
+
+
+def open_feature_store(settings: Settings | None = None):
+    """A ``feast.FeatureStore`` on the project's feature repo."""
+    from feast import FeatureStore
+
+    settings = settings or get_settings()
+    (Path(settings.feature_repo) / "data").mkdir(parents=True, exist_ok=True)
+    return FeatureStore(config=repo_config(settings))
+
+
+def feature_source_path(settings: Settings) -> str:
+    """Where the FileSource parquet lives (an absolute local path, or an s3:// URI)."""
+    src = settings.feature_source
+    return src if "://" in src else str(Path(settings.feature_repo) / src)
+
+
+def definitions(settings: Settings) -> list:
+    """The Feast objects declared in ``feature_repo/feature_definitions.py``."""
+    from feast import Entity, FeatureService, FeatureView, PushSource
+
+    path = Path(settings.feature_repo) / "feature_definitions.py"
+    spec = importlib.util.spec_from_file_location("smart_energy_feature_definitions", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    kinds = (Entity, FeatureView, FeatureService, PushSource)
+    return [v for v in vars(module).values() if isinstance(v, kinds)]
+
+
+def apply(store, settings: Settings) -> None:
+    """Register the definitions, as `feast apply` does."""
+    store.apply(definitions(settings))
+
+
+def publish(hourly: pd.DataFrame, store, settings: Settings, materialize: bool = True) -> pd.DataFrame:
+    """Build features from ``hourly``, write the offline parquet, apply, and materialise its range online.
+
+    Materialisation runs over the data's own range (``materialize(start, end)``), not
+    ``materialize_incremental``, which backfills only one TTL before *now*.
+    """
+    features = build_feature_frame(hourly)
+    path = feature_source_path(settings)
+    if "://" in path:
+        from components.storage import open_store
+
+        uri = path.rsplit("/", 1)
+        s3 = open_store(uri[0], settings)
+        s3.put_bytes(uri[1], features.to_parquet(index=False))
+    else:
+        write_feature_frame(features, path)
+    apply(store, settings)
+    if materialize:
+        start = features["event_timestamp"].min().to_pydatetime()
+        end = features["event_timestamp"].max().to_pydatetime() + timedelta(seconds=1)
+        store.materialize(start, end)
+    return features
+
+
+def historical_features(store, entity_df: pd.DataFrame) -> pd.DataFrame:
+    """Point-in-time correct features for ``entity_df`` (``meter_id``, ``event_timestamp``, extra columns kept)."""
+    service = store.get_feature_service(FEATURE_SERVICE)
+    out = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    return out.sort_values(["meter_id", "event_timestamp"]).reset_index(drop=True)
+
+
+def online_features(store, meter_ids: list[str]) -> pd.DataFrame:
+    """Latest online features per meter, columns in model order.
+
+    Raises:
+        FeatureStoreError: for a meter with no materialised features.
+    """
+    service = store.get_feature_service(FEATURE_SERVICE)
+    rows = store.get_online_features(features=service, entity_rows=[{"meter_id": m} for m in meter_ids]).to_df()
+    empty = rows[FEATURES].isna().all(axis=1)
+    if empty.any():
+        missing = ", ".join(rows.loc[empty, "meter_id"].astype(str))
+        raise FeatureStoreError(f"no online features for meter(s) {missing} (unknown meter or never materialised)")
+    return rows[["meter_id", *FEATURES]]
+
+
+def push(store, hourly: pd.DataFrame) -> pd.DataFrame:
+    """Push the newest feature row of each meter in ``hourly`` (online and offline)."""
+    from feast.data_source import PushMode
+
+    features = build_feature_frame(hourly)
+    latest = features.sort_values("event_timestamp").groupby("meter_id").tail(1)
+    store.push(PUSH_SOURCE, latest, to=PushMode.ONLINE_AND_OFFLINE)
+    return latest
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    store = open_feature_store(settings)
+    if args.action == "apply":
+        apply(store, settings)
+        print(f"applied {len(definitions(settings))} Feast objects to {store.config.registry.path}", file=sys.stderr)
+    elif args.action in ("build", "materialize"):
+        if not args.data:
+            raise SmartEnergyError(f"features {args.action} needs --data (raw file or ingest directory)")
+        features = publish(load_hourly(args.data), store, settings, materialize=args.action == "materialize")
+        print(json.dumps({"rows": len(features), "meters": int(features["meter_id"].nunique()),
+                          "first": str(features["event_timestamp"].min()),
+                          "last": str(features["event_timestamp"].max()),
+                          "source": feature_source_path(settings)}))
+    elif args.action == "push":
+        if not args.data:
+            raise SmartEnergyError("features push needs --data (the newest readings with a week of history)")
+        latest = push(store, load_hourly(args.data))
+        print(latest.to_json(orient="records", date_format="iso"))
+    elif args.action == "online":
+        print(online_features(store, args.meter_id or [settings.meter_id]).to_json(orient="records"))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "features",
+        help="Feast feature repo: apply, build/materialize from data, push new readings, read online",
+        description="apply: register feature_repo definitions. build: write the offline parquet from DATA. "
+        "materialize: build + load the online store over the data's own range. push: push the newest "
+        "hour's features. online: print online features for meters.",
+    )
+    p.add_argument("action", choices=["apply", "build", "materialize", "push", "online"])
+    p.add_argument("--data", type=Path, help="raw meter file or ingest output directory")
+    p.add_argument("--meter-id", action="append", default=None, help="meter(s) for `online` (default SE_METER_ID)")
+    p.set_defaults(func=_cmd_features)
