@@ -128,7 +128,7 @@ def push(store, hourly: pd.DataFrame) -> pd.DataFrame:
     from feast.data_source import PushMode
 
     features = build_feature_frame(hourly)
-    latest = features.sort_values("event_timestamp").groupby("meter_id").tail(1)
+    latest = features.sort_values("event_timestamp").groupby("meter_id").tail(1).reset_index(drop=True)
     store.push(PUSH_SOURCE, latest, to=PushMode.ONLINE_AND_OFFLINE)
     return latest
 

@@ -443,7 +443,12 @@ def load_hourly(path: str | Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
         if not path.is_file():
             raise IngestError(f"{path}: no such file (run `smart-energy ingest` first)")
-        return pd.read_parquet(path)
+        hourly = pd.read_parquet(path)
+        missing = [c for c in ("meter_id", "timestamp", *HOURLY_CHANNELS, "last_15min_kw", "is_complete")
+                   if c not in hourly.columns]
+        if missing:
+            raise IngestError(f"{path}: missing columns {missing} (written by an older ingest? run it again)")
+        return hourly
     return ingest_file(path).hourly
 
 

@@ -14,3 +14,26 @@ from helpers import SHARED_DATA  # noqa: E402
 def shared_data() -> Path:
     assert SHARED_DATA.is_file(), f"shared data file missing: {SHARED_DATA}"
     return SHARED_DATA
+
+
+@pytest.fixture
+def feature_repo_copy(tmp_path):
+    """A private copy of feature_repo/ (definitions + config only), so tests never touch the real one."""
+    import shutil
+
+    from helpers import REPO
+
+    repo = tmp_path / "feature_repo"
+    repo.mkdir()
+    for name in ("feature_store.yaml", "feature_definitions.py", ".feastignore"):
+        shutil.copy(REPO / "feature_repo" / name, repo / name)
+    return repo
+
+
+@pytest.fixture
+def isolated_settings(tmp_path, feature_repo_copy):
+    """Settings for one test: its own feature repo, artifact store and data root."""
+    from components.settings import Settings
+
+    return Settings(feature_repo=feature_repo_copy, artifact_uri=(tmp_path / "artifacts").as_uri(),
+                    data_root=tmp_path / "data")

@@ -1,0 +1,104 @@
+"""The forecaster on the real slice: trained on the weeks before the last four, scored on the last four."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+
+from components.evaluate import evaluate
+from components.features import FEATURES, FeatureError
+from components.ingest import split_raw_file
+from components.registry import ModelIntegrityError, load_booster, read_metadata
+from components.settings import Settings
+from components.train import train
+from helpers import REPO
+
+CUT = "2007-02-01"
+
+
+@pytest.fixture(scope="module")
+def trained(shared_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("model")
+    repo = tmp / "feature_repo"
+    repo.mkdir()
+    for name in ("feature_store.yaml", "feature_definitions.py"):
+        shutil.copy(REPO / "feature_repo" / name, repo / name)
+    settings = Settings(feature_repo=repo, artifact_uri=(tmp / "artifacts").as_uri())
+    history, last4w = tmp / "history.txt", tmp / "last4w.txt"
+    split_raw_file(shared_data, CUT, history, last4w)
+    metadata = train(history, tmp / "model", settings)
+    return {"tmp": tmp, "settings": settings, "history": history, "last4w": last4w,
+            "model_dir": tmp / "model", "metadata": metadata}
+
+
+def test_beats_every_naive_baseline_on_the_last_four_weeks(trained):
+    result = evaluate(trained["model_dir"], trained["last4w"], trained["history"])
+    assert result["hours_scored"] >= 27 * 24  # four weeks, complete hours with a week of history
+    assert result["first_hour"].startswith("2007-02-01")
+    for name in ("persistence", "seasonal_24h", "seasonal_168h"):
+        assert result["mae_kw"] < result["baselines"][name]["mae_kw"], (name, result)
+    assert 0.1 < result["mae_kw"] < 1.0
+
+
+def test_metadata_records_window_features_and_hash(trained):
+    meta = read_metadata(trained["model_dir"])
+    assert meta["features"] == FEATURES
+    assert meta["training_window"]["end"] < CUT
+    assert meta["library_versions"]["xgboost"] == xgb.__version__
+    assert (trained["model_dir"] / "model.json").read_text().startswith("{")  # XGBoost JSON, not UBJSON
+    assert (trained["model_dir"] / "drift" / "x_ref.npy").is_file()
+
+
+def test_training_rows_come_from_feast_point_in_time(trained):
+    """The offline parquet Feast reads holds a row per hour; the model's inputs equal them (no skew)."""
+    features = pd.read_parquet(trained["settings"].feature_repo / "data" / "hourly_features.parquet")
+    booster, meta = load_booster(trained["model_dir"])
+    last = features.sort_values("event_timestamp").iloc[[-1]]
+    assert last["event_timestamp"].iloc[0] == pd.Timestamp(CUT, tz="UTC")  # one row past the data
+    pred = booster.predict(xgb.DMatrix(last[meta["features"]], feature_names=meta["features"]))
+    assert np.isfinite(pred).all()
+
+
+def test_evaluate_cli_prints_json_with_baselines(trained):
+    proc = subprocess.run([sys.executable, "-m", "components.cli", "evaluate", "--model-dir",
+                           str(trained["model_dir"]), "--data", str(trained["last4w"]), "--history",
+                           str(trained["history"])], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out["baselines"]) >= {"persistence", "seasonal_24h", "seasonal_168h"}
+    assert {"hours_scored", "mae_kw", "rmse_kw"} <= set(out)
+
+
+def test_tampered_model_refuses_to_load(trained, tmp_path):
+    bad = tmp_path / "model"
+    shutil.copytree(trained["model_dir"], bad)
+    text = (bad / "model.json").read_text()
+    (bad / "model.json").write_text(text.replace('"base_score"', '"base_score" ', 1))
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        load_booster(bad)
+    proc = subprocess.run([sys.executable, "-m", "components.cli", "evaluate", "--model-dir", str(bad),
+                           "--data", str(trained["last4w"]), "--history", str(trained["history"])],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "refusing to load" in proc.stderr
+
+
+def test_too_little_history_is_a_clear_error(trained, tmp_path):
+    short_hist, short = tmp_path / "h.txt", tmp_path / "short.txt"
+    split_raw_file(trained["last4w"], "2007-02-04", short_hist, short)
+    with pytest.raises(FeatureError, match="complete hours; need at least"):
+        evaluate(trained["model_dir"], short_hist)
+
+
+def test_gap_of_days_is_a_clear_error(trained, tmp_path):
+    # history ends 2007-02-01; data from 2007-02-10: nine days with no readings between
+    early, late = tmp_path / "early.txt", tmp_path / "late.txt"
+    split_raw_file(trained["last4w"], "2007-02-10", early, late)
+    with pytest.raises(FeatureError, match=r"gap of 9\.0 days"):
+        evaluate(trained["model_dir"], late, trained["history"])
