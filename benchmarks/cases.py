@@ -54,6 +54,9 @@ if __name__ == "__main__":
         except ModuleNotFoundError as err:
             if err.name != module:
                 raise
+    import benchmarks.cases as cases_module  # the module the other files registered into (not __main__)
+
+    CASES.update(cases_module.CASES)
     name, *args = sys.argv[1:]
     result = CASES[name](*args)
     result.setdefault("peak_mib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

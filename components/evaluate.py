@@ -60,10 +60,23 @@ def score_frame(frame: pd.DataFrame, predicted: np.ndarray) -> dict[str, Any]:
 
 
 def evaluate(model_dir: str | Path, data: str | Path, history: str | Path | None = None,
-             max_gap_hours: int = 24) -> dict[str, Any]:
-    """Evaluate a model directory on ``data`` (raw file or ingest dir), lags from ``history`` when given."""
+             max_gap_hours: int = 24, last_weeks: int = 0) -> dict[str, Any]:
+    """Evaluate a model directory on ``data`` (raw file or ingest dir), lags from ``history`` when given.
+
+    With ``last_weeks``, only the data's last weeks are scored and the hours before them serve as history
+    (the hours ``train --holdout-weeks`` left out).
+    """
     booster, metadata = load_booster(model_dir)
-    frame = scoring_frame(load_hourly(data), load_hourly(history) if history else None, max_gap_hours)
+    data_hourly = load_hourly(data)
+    history_hourly = load_hourly(history) if history else None
+    if last_weeks:
+        from components.train import holdout_start
+
+        start = holdout_start(data_hourly, last_weeks)
+        earlier = data_hourly[data_hourly["timestamp"] < start]
+        history_hourly = earlier if history_hourly is None else pd.concat([history_hourly, earlier], ignore_index=True)
+        data_hourly = data_hourly[data_hourly["timestamp"] >= start]
+    frame = scoring_frame(data_hourly, history_hourly, max_gap_hours)
     result = score_frame(frame, predict(booster, frame, metadata["features"]))
     result["model_version"] = metadata["version"]
     result["first_hour"] = str(frame["event_timestamp"].min())
@@ -72,7 +85,7 @@ def evaluate(model_dir: str | Path, data: str | Path, history: str | Path | None
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    print(json.dumps(evaluate(args.model_dir, args.data, args.history, args.max_gap_hours), indent=2))
+    print(json.dumps(evaluate(args.model_dir, args.data, args.history, args.max_gap_hours, args.last_weeks), indent=2))
     return 0
 
 
@@ -81,7 +94,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Next-hour MAE/RMSE (kW) of the model and of the persistence, seasonal_24h and "
                        "seasonal_168h baselines, all on exactly the same hours.")
     p.add_argument("--model-dir", type=Path, required=True)
-    p.add_argument("--data", type=Path, required=True, help="raw meter file or ingest dir to score")
-    p.add_argument("--history", type=Path, help="earlier readings that supply the lags")
+    p.add_argument("--data", required=True, help="raw meter file or ingest dir (or its URI) to score")
+    p.add_argument("--history", help="earlier readings that supply the lags")
+    p.add_argument("--last-weeks", type=int, default=0,
+                   help="score only the data's last N weeks; the hours before are history")
     p.add_argument("--max-gap-hours", type=int, default=24)
     p.set_defaults(func=_cmd_evaluate)

@@ -8,6 +8,7 @@ embedded mode and a cluster.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import sys
@@ -97,7 +98,8 @@ def publish(hourly: pd.DataFrame, store, settings: Settings, materialize: bool =
     if materialize:
         start = features["event_timestamp"].min().to_pydatetime()
         end = features["event_timestamp"].max().to_pydatetime() + timedelta(seconds=1)
-        store.materialize(start, end)
+        with contextlib.redirect_stdout(sys.stderr):  # Feast reports progress on stdout; ours is for results
+            store.materialize(start, end)
     return features
 
 

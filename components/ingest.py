@@ -435,8 +435,25 @@ def write_outputs(result: IngestResult, out_dir: str | Path) -> dict[str, Path]:
     return {key: out_dir / name for key, name in names.items()}
 
 
+def _fetch_uri(uri: str) -> Path:
+    """Copy an artifact-store object (or an ingest "directory"'s hourly.parquet) to a local temp file."""
+    from components.storage import open_store
+
+    base, _, name = uri.rstrip("/").rpartition("/")
+    if "." not in name:  # a directory: the ingest output's hourly frame
+        base, name = uri.rstrip("/"), "hourly.parquet"
+    local = Path(tempfile.mkdtemp(prefix="smart-energy-")) / name
+    local.write_bytes(open_store(base).get_bytes(name))
+    return local
+
+
 def load_hourly(path: str | Path) -> pd.DataFrame:
-    """Hourly frame from an ingest directory, its ``hourly.parquet``, or a raw meter file (ingested on the fly)."""
+    """Hourly frame from an ingest directory, its ``hourly.parquet``, or a raw meter file (ingested on the fly).
+
+    ``path`` may also be an artifact-store URI (``s3://bucket/prefix/ingest``, ``file://...``).
+    """
+    if "://" in str(path):
+        path = _fetch_uri(str(path))
     path = Path(path)
     if path.is_dir():
         path = path / "hourly.parquet"

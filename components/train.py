@@ -49,12 +49,18 @@ def time_split(frame: pd.DataFrame, valid_fraction: float = VALID_FRACTION) -> t
     return frame[frame["event_timestamp"] < cut], frame[frame["event_timestamp"] >= cut]
 
 
+def holdout_start(hourly: pd.DataFrame, weeks: int) -> pd.Timestamp:
+    """The first hour of the data's last ``weeks`` weeks."""
+    return hourly["timestamp"].max().floor("D") + pd.Timedelta(days=1) - pd.Timedelta(weeks=weeks)
+
+
 def fit_booster(train: pd.DataFrame, valid: pd.DataFrame, params: dict[str, Any] | None = None) -> tuple[xgb.Booster, dict]:
     """Fit with early stopping on ``valid``; returns the booster and its validation MAE/RMSE (kW)."""
     params = {**DEFAULT_PARAMS, **(params or {})}
+    max_rounds = int(params.pop("num_boost_round", MAX_ROUNDS))
     dtrain = xgb.DMatrix(train[FEATURES], label=train["target_kw"], feature_names=FEATURES)
     dvalid = xgb.DMatrix(valid[FEATURES], label=valid["target_kw"], feature_names=FEATURES)
-    booster = xgb.train(params, dtrain, num_boost_round=MAX_ROUNDS, evals=[(dvalid, "valid")],
+    booster = xgb.train(params, dtrain, num_boost_round=max_rounds, evals=[(dvalid, "valid")],
                         early_stopping_rounds=EARLY_STOPPING, verbose_eval=False)
     pred = booster.predict(dvalid, iteration_range=(0, booster.best_iteration + 1))
     err = pred - valid["target_kw"].to_numpy()
@@ -108,7 +114,8 @@ def library_versions() -> dict[str, str]:
 
 
 def train(data: str | Path, model_dir: str | Path, settings: Settings | None = None, hpo_trials: int = 0,
-          until: str | None = None, max_gap_hours: int = 24) -> dict[str, Any]:
+          until: str | None = None, max_gap_hours: int = 24, params: dict[str, Any] | None = None,
+          holdout_weeks: int = 0) -> dict[str, Any]:
     """Train on ``data`` (raw file or ingest directory) and write the model directory.
 
     Args:
@@ -117,6 +124,8 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
         hpo_trials: Optuna trials (0: default parameters).
         until: train only on hours before this timestamp (for honest back-testing).
         max_gap_hours: refuse data with a longer gap in readings.
+        params: XGBoost parameters over the defaults (``num_boost_round`` caps the rounds).
+        holdout_weeks: leave the data's last weeks out of training (``evaluate --last-weeks`` scores them).
 
     Returns:
         The metadata written.
@@ -125,13 +134,18 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
     hourly = load_hourly(data)
     check_history(hourly, max_gap_hours=max_gap_hours)
     cutoff = pd.Timestamp(until, tz="UTC") if until else None
+    if holdout_weeks:
+        cutoff = holdout_start(hourly, holdout_weeks)
     frame = training_frame(hourly, settings, cutoff)
     fit_part, valid_part = time_split(frame)
-    params = tune(fit_part, valid_part, hpo_trials) if hpo_trials > 0 else {}
+    params = dict(params or {})
+    if hpo_trials > 0:
+        params |= tune(fit_part, valid_part, hpo_trials)
     booster, metrics = fit_booster(fit_part, valid_part, params)
     # refit on the whole window with the number of rounds early stopping found
     full = xgb.DMatrix(frame[FEATURES], label=frame["target_kw"], feature_names=FEATURES)
-    booster = xgb.train({**DEFAULT_PARAMS, **params}, full, num_boost_round=metrics["best_iteration"] + 1)
+    final = {k: v for k, v in {**DEFAULT_PARAMS, **params}.items() if k != "num_boost_round"}
+    booster = xgb.train(final, full, num_boost_round=metrics["best_iteration"] + 1)
     created = datetime.now(timezone.utc)
     metadata = {
         "name": settings.model_name,
@@ -144,7 +158,7 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
         "meters": sorted(frame["meter_id"].unique().tolist()),
         "training_window": {"start": str(frame["event_timestamp"].min()), "end": str(frame["event_timestamp"].max()),
                             "hours": int(len(frame))},
-        "params": {**DEFAULT_PARAMS, **params, "num_boost_round": metrics["best_iteration"] + 1},
+        "params": {**final, "num_boost_round": metrics["best_iteration"] + 1},
         "hpo_trials": hpo_trials,
         "metrics": metrics,
         "library_versions": library_versions(),
@@ -153,8 +167,10 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    params = {k: v for k, v in {"max_depth": args.max_depth, "eta": args.learning_rate,
+                                "num_boost_round": args.n_estimators}.items() if v is not None}
     metadata = train(args.data, args.model_dir, hpo_trials=args.hpo_trials, until=args.until,
-                     max_gap_hours=args.max_gap_hours)
+                     max_gap_hours=args.max_gap_hours, params=params, holdout_weeks=args.holdout_weeks)
     if args.register:
         from components.registry import register
         from components.storage import open_store
@@ -169,10 +185,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Ingest (if given a raw file), publish features to Feast (offline parquet + "
                        "online store materialised to the data's end), train with a time-ordered validation "
                        "split and write MODEL_DIR/{model.json,metadata.json,drift/}.")
-    p.add_argument("--data", type=Path, required=True, help="raw meter file or ingest output directory")
+    p.add_argument("--data", required=True, help="raw meter file, ingest output directory, or its s3:// / file:// URI")
     p.add_argument("--model-dir", type=Path, required=True, help="output model directory")
     p.add_argument("--hpo-trials", type=int, default=0, help="Optuna trials (default 0: no search)")
     p.add_argument("--until", help="train on hours before this timestamp only, e.g. 2007-02-01")
+    p.add_argument("--holdout-weeks", type=int, default=0,
+                   help="leave the last N weeks out of training (score them with evaluate --last-weeks N)")
+    p.add_argument("--max-depth", type=int, help="XGBoost max_depth (default %d)" % DEFAULT_PARAMS["max_depth"])
+    p.add_argument("--learning-rate", type=float, help="XGBoost eta (default %g)" % DEFAULT_PARAMS["eta"])
+    p.add_argument("--n-estimators", type=int,
+                   help="maximum boosting rounds; early stopping may use fewer (default %d)" % MAX_ROUNDS)
     p.add_argument("--max-gap-hours", type=int, default=24, help="refuse data with a longer gap (default 24)")
     p.add_argument("--register", action="store_true", help="also register as candidate in SE_ARTIFACT_URI")
     p.set_defaults(func=_cmd_train)

@@ -1,0 +1,57 @@
+"""Model directories and the versioned registry: integrity, stage pointers, round trips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from components.registry import (
+    ModelIntegrityError, download, list_versions, load_booster, register, set_stage, stage_version, write_model_dir,
+)
+from components.storage import ArtifactNotFound, open_store
+
+
+def tiny_model_dir(path, version):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3))
+    booster = xgb.train({"max_depth": 2}, xgb.DMatrix(x, label=x[:, 0] * 2), num_boost_round=5)
+    write_model_dir(booster, {"name": "energy-forecaster", "version": version, "features": ["a", "b", "c"]}, path)
+    return path
+
+
+def test_register_promote_download(tmp_path):
+    store = open_store((tmp_path / "store").as_uri())
+    v1 = register(store, tiny_model_dir(tmp_path / "m1", "v1"))
+    v2 = register(store, tiny_model_dir(tmp_path / "m2", "v2"))
+    assert (v1, v2) == ("v1", "v2")
+    assert stage_version(store, "energy-forecaster", "candidate") == "v2"
+    assert stage_version(store, "energy-forecaster", "production") is None
+    set_stage(store, "energy-forecaster", "production", "v1")
+    assert list_versions(store, "energy-forecaster") == ["v1", "v2"]
+    got = download(store, "energy-forecaster", "production", tmp_path / "dl")
+    booster, meta = load_booster(got)
+    assert meta["version"] == "v1" and meta["features"] == ["a", "b", "c"]
+    assert json.loads(store.get_bytes("models/energy-forecaster/production.json")) == {"version": "v1"}
+
+
+def test_unknown_version_and_stage_are_clear_errors(tmp_path):
+    store = open_store((tmp_path / "store").as_uri())
+    with pytest.raises(ArtifactNotFound, match="no version 'v9'"):
+        set_stage(store, "energy-forecaster", "production", "v9")
+    with pytest.raises(ArtifactNotFound, match="no production version"):
+        download(store, "energy-forecaster", "production", tmp_path / "dl")
+
+
+def test_sha_mismatch_and_missing_files(tmp_path):
+    path = tiny_model_dir(tmp_path / "m", "v1")
+    meta = json.loads((path / "metadata.json").read_text())
+    meta["sha256"] = "0" * 64
+    (path / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelIntegrityError, match="does not match metadata"):
+        load_booster(path)
+    (path / "model.json").unlink()
+    with pytest.raises(ModelIntegrityError, match="not a model directory"):
+        load_booster(path)
