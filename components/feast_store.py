@@ -21,7 +21,7 @@ import yaml
 from components.errors import SmartEnergyError
 from components.features import FEATURES, build_feature_frame, write_feature_frame
 from components.ingest import load_hourly
-from components.settings import Settings, get_settings
+from components.settings import REPO_ROOT, Settings, get_settings
 
 FEATURE_SERVICE = "forecast_features_v1"
 PUSH_SOURCE = "hourly_usage_push_source"
@@ -66,6 +66,8 @@ def definitions(settings: Settings) -> list:
     from feast import Entity, FeatureService, FeatureView, PushSource
 
     path = Path(settings.feature_repo) / "feature_definitions.py"
+    if not path.is_file():  # a config-only repo (the cluster's ConfigMap): the definitions ship with the code
+        path = REPO_ROOT / "feature_repo" / "feature_definitions.py"
     spec = importlib.util.spec_from_file_location("smart_energy_feature_definitions", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -20,7 +20,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = REPO / "manifests" / "overlays"
 CHART = REPO / "helm" / "smart-energy"
-OUR_IMAGES = ("smart-energy-transformer", "smart-energy-components")
+# kustomize placeholders (base) and the released repositories
+OUR_IMAGES = ("smart-energy-transformer", "smart-energy-components", "ghcr.io/smart-energy/transformer",
+              "ghcr.io/smart-energy/components")
 # values file of the chart that corresponds to each overlay
 CHART_VALUES = {"production": [], "kind": [CHART / "values-kind.yaml"]}
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from k8s_objects import CHART, OUR_IMAGES, OVERLAYS, REPO
+from k8s_objects import CHART, OVERLAYS, REPO
 
 DOCKERFILES = [REPO / "components" / "Dockerfile", REPO / "serving" / "Dockerfile"]
 
@@ -50,20 +50,24 @@ def test_ci_runs_make_test_and_releases_on_tags():
 
 
 def test_image_names_come_from_one_place():
-    """CI pushes exactly the images the overlays and the chart deploy, built from the two Dockerfiles."""
+    """CI pushes exactly the images the overlays and the chart deploy; the components image is
+    components.images.IMAGE (what the compiled pipeline runs)."""
+    from components.images import IMAGE
+
     ci = _ci()
     registry = ci["env"]["REGISTRY"]
     built = {m["image"]: m["dockerfile"] for m in ci["jobs"]["release"]["strategy"]["matrix"]["include"]}
-    assert built == {"smart-energy-components": "components/Dockerfile", "smart-energy-transformer": "serving/Dockerfile"}
+    assert built == {"components": "components/Dockerfile", "transformer": "serving/Dockerfile"}
     values = yaml.safe_load((CHART / "values.yaml").read_text())["images"]
     kind_values = yaml.safe_load((CHART / "values-kind.yaml").read_text())["images"]
     for overlay in ("kind", "production"):
         images = {i["name"]: i for i in yaml.safe_load((OVERLAYS / overlay / "kustomization.yaml").read_text())["images"]}
-        for name in OUR_IMAGES:
-            short = name.removeprefix("smart-energy-")
-            assert images[name]["newName"] == f"{registry}/{name}" == values[short]["repository"]
+        for short in built:
+            placeholder = f"smart-energy-{short}"
+            assert images[placeholder]["newName"] == f"{registry}/{short}" == values[short]["repository"]
             chart_tag = (kind_values if overlay == "kind" else values)[short]["tag"]
-            assert images[name]["newTag"] == chart_tag
+            assert images[placeholder]["newTag"] == chart_tag
+    assert f"{values['components']['repository']}:{values['components']['tag']}" == IMAGE
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert values["transformer"]["tag"] == values["components"]["tag"] == chart["appVersion"]
 

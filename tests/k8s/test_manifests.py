@@ -21,7 +21,7 @@ CRDS = {
 }
 EXPECTED = {
     ("Namespace", "smart-energy"), ("StatefulSet", "minio"), ("Service", "minio"), ("Job", "minio-create-bucket"),
-    ("Deployment", "redis"), ("Service", "redis"), ("ConfigMap", "feast-config"),
+    ("Deployment", "redis"), ("Service", "redis"), ("ConfigMap", "feast-config"), ("ConfigMap", "smart-energy-settings"),
     ("ServiceAccount", "kserve-s3"), ("InferenceService", "energy-forecaster"),
     ("ServiceAccount", "rollout-controller"), ("Role", "rollout-controller"), ("RoleBinding", "rollout-controller"),
     ("CronJob", "rollout-controller"), ("PodMonitor", "energy-forecaster"), ("ServiceMonitor", "minio"),

@@ -63,8 +63,10 @@ def _commands(container: dict) -> list[list[str]]:
     return [argv]
 
 
-def _our_containers(source, overlay):
+def _our_containers(source, overlay, kinds=None):
     for obj in _objects(source, overlay):
+        if kinds is not None and obj["kind"] not in kinds:
+            continue
         for where, _, c in containers(obj):
             if is_ours(c):
                 yield f"{source}/{overlay} {key(obj)} {where}", c
@@ -91,7 +93,7 @@ def test_env_vars_are_settings_names(source, overlay):
 def test_flags_are_ones_the_programs_read(source, overlay):
     parser, available = cli_parser()
     kinds = set()
-    for where, c in _our_containers(source, overlay):
+    for where, c in _our_containers(source, overlay, kinds={"InferenceService", "CronJob"}):
         for argv in _commands(c):
             if argv[:3] == ["python", "-m", "serving.transformer"]:
                 flags = {a for a in argv[3:] if a.startswith("--")}
@@ -112,7 +114,24 @@ def test_flags_are_ones_the_programs_read(source, overlay):
                 continue  # the one-line JSON filter of the Katib trial
             else:
                 pytest.fail(f"{where}: unexpected command {argv}")
-    assert kinds == {"transformer", "smart-energy rollout", "smart-energy train", "smart-energy evaluate", "kfp"}
+    assert kinds == {"transformer", "smart-energy rollout", "kfp"}
+
+
+def test_katib_trial_runs_train_and_evaluate_with_flags_they_accept():
+    """The trial passes the searched hyper-parameters as train flags (--max-depth, --learning-rate, --n-estimators)."""
+    parser, available = cli_parser()
+    used = []
+    for where, c in [wc for s in SOURCES for wc in _our_containers(*s, kinds={"Experiment"})]:
+        for argv in _commands(c):
+            if argv[0] != "smart-energy":
+                continue
+            used.append(argv[1])
+            assert argv[1] in available, f"{where}: smart-energy {argv[1]} is not registered"
+            try:
+                parser.parse_args(argv[1:])
+            except (argparse.ArgumentError, SystemExit) as err:
+                pytest.fail(f"{where}: smart-energy {' '.join(argv[1:])} does not parse: {err}")
+    assert used == ["train", "evaluate"] * len(SOURCES)
 
 
 def test_cli_subcommands_used_in_manifests_exist():

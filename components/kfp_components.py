@@ -1,0 +1,148 @@
+"""Kubeflow Pipelines components: one per stage, each a thin shell over the plain functions.
+
+Lightweight Python components (imports inside the body, as KFP ships only the function's
+source) on the project image, which already holds the code and a pinned kfp, so nothing is
+pip-installed at run time and ``kfp.local.SubprocessRunner`` runs them unchanged. Settings come
+from the SE_* environment, as for every other stage; pipeline parameters are passed explicitly.
+"""
+
+# no `from __future__ import annotations`: KFP reads the Input/Output annotations at definition time
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components.images import IMAGE
+
+component = dsl.component(base_image=IMAGE, install_kfp_package=False)
+
+
+@component
+def ingest(data_uri: str, meter_id: str, raw: Output[Dataset], hourly: Output[Dataset], metrics: Output[Metrics]):
+    """Fetch the raw readings; validate, quarantine and resample them to hourly parquet."""
+    from components.ingest import ingest_file, write_outputs
+    from components.pipeline_steps import fetch_raw
+    from components.settings import get_settings
+
+    settings = get_settings()
+    result = ingest_file(fetch_raw(data_uri, raw.path, settings), meter_id, settings.min_minutes_per_hour)
+    write_outputs(result, hourly.path)
+    for key in ("rows_read", "rows_valid", "rows_missing", "rows_quarantined", "hours", "hours_complete"):
+        metrics.log_metric(key, getattr(result.quality, key))
+    metrics.log_metric("quarantine_fraction", round(result.quality.quarantine_fraction, 6))
+
+
+@component
+def quality_gate(hourly: Input[Dataset], max_quarantine_fraction: float, report: Output[Markdown]):
+    """Stop the run, with the reason, when too many rows were quarantined."""
+    import json
+    import os
+
+    from components.pipeline_steps import check_quality, quality_markdown
+
+    with open(os.path.join(hourly.path, "quality.json")) as fh:
+        quality = json.load(fh)
+    with open(report.path, "w") as fh:
+        fh.write(quality_markdown(quality, max_quarantine_fraction))
+    check_quality(quality, max_quarantine_fraction)
+
+
+@component
+def split_holdout(raw: Input[Dataset], hourly: Input[Dataset], holdout_days: int,
+                  history: Output[Dataset], holdout: Output[Dataset]) -> str:
+    """Split the readings into history and the last ``holdout_days`` days; returns the cutoff."""
+    import json
+    import os
+
+    from components.pipeline_steps import holdout_cutoff, only_file, split_history_holdout
+
+    with open(os.path.join(hourly.path, "quality.json")) as fh:
+        quality = json.load(fh)
+    cutoff = holdout_cutoff(quality["last_timestamp"], holdout_days)
+    _, _, history.metadata["rows"], holdout.metadata["rows"] = split_history_holdout(
+        only_file(raw.path), quality["first_timestamp"], cutoff, history.path, holdout.path)
+    return cutoff
+
+
+@component
+def materialize_features(hourly: Input[Dataset], features: Output[Dataset], metrics: Output[Metrics]):
+    """Build the features, write Feast's offline source, apply and materialise the online store."""
+    from components.feast_store import open_feature_store, publish
+    from components.ingest import load_hourly
+    from components.settings import get_settings
+
+    settings = get_settings()
+    frame = publish(load_hourly(hourly.path), open_feature_store(settings), settings)
+    frame.to_parquet(features.path, index=False)
+    metrics.log_metric("feature_rows", len(frame))
+    metrics.log_metric("meters", int(frame["meter_id"].nunique()))
+
+
+@component
+def train(hourly: Input[Dataset], until: str, hpo_trials: int, horizon_hours: int,
+          model: Output[Model], metrics: Output[Metrics]):
+    """Train the next-hour XGBoost forecaster on the hours before ``until`` (optional Optuna search)."""
+    from components.pipeline_steps import check_horizon
+    from components.settings import get_settings
+    from components.train import train as fit
+
+    check_horizon(horizon_hours)
+    metadata = fit(hourly.path, model.path, get_settings(), hpo_trials=hpo_trials, until=until)
+    model.metadata.update(version=metadata["version"], framework="xgboost", sha256=metadata["sha256"])
+    for key, value in metadata["metrics"].items():
+        metrics.log_metric(key, value)
+
+
+@component
+def evaluate(model: Input[Model], history: Input[Dataset], holdout: Input[Dataset],
+             comparison: Output[Artifact], metrics: Output[Metrics], report: Output[Markdown]):
+    """Score the new model, the production model and the baselines on the same hold-out hours."""
+    import json
+
+    from components.pipeline_steps import compare_with_production, evaluation_markdown, flat_metrics, only_file
+    from components.settings import get_settings
+    from components.storage import open_store
+
+    settings = get_settings()
+    result = compare_with_production(model.path, only_file(holdout.path), only_file(history.path),
+                                     open_store(settings=settings), settings.model_name)
+    with open(comparison.path, "w") as fh:
+        json.dump(result, fh, indent=2)
+    with open(report.path, "w") as fh:
+        fh.write(evaluation_markdown(result))
+    for key, value in flat_metrics(result).items():
+        metrics.log_metric(key, value)
+
+
+@component
+def register(model: Input[Model], comparison: Input[Artifact], promotion_threshold: float,
+             decision: Output[Artifact], metrics: Output[Metrics]):
+    """Register the model as candidate; promote it to production only when it beats production enough."""
+    import json
+
+    from components.pipeline_steps import decide, register_and_promote
+    from components.settings import get_settings
+    from components.storage import open_store
+
+    with open(comparison.path) as fh:
+        verdict = decide(json.load(fh), promotion_threshold)
+    result = register_and_promote(open_store(settings=get_settings()), model.path, verdict)
+    with open(decision.path, "w") as fh:
+        json.dump(result, fh, indent=2)
+    metrics.log_metric("promoted", int(result["promote"]))
+    print(f"registered {result['version']} as {result['stage']}: {result['reason']}")
+
+
+@component
+def deploy_request(decision: Input[Artifact], request: Output[Artifact]):
+    """Write the InferenceService patch a deploy would apply (applies nothing)."""
+    import json
+
+    import yaml
+
+    from components.pipeline_steps import deploy_request as build_request
+    from components.settings import get_settings
+
+    with open(decision.path) as fh:
+        body = build_request(json.load(fh), get_settings())
+    with open(request.path, "w") as fh:
+        yaml.safe_dump(body, fh, sort_keys=False, width=1000)
+    print(yaml.safe_dump(body, sort_keys=False, width=1000))

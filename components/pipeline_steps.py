@@ -1,0 +1,251 @@
+"""The training pipeline's own steps: fetch, quality gate, hold-out split, compare with production, promote.
+
+Plain typed functions; the KFP components in ``components.kfp_components`` are thin shells over
+these and over the ingest/feature/train/evaluate/registry stages. The promote-or-not decision is
+made here, inside a step, so that a local run and a cluster run take the same path.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+
+from components.errors import SmartEnergyError
+from components.settings import Settings
+
+DEFAULT_HOLDOUT_DAYS = 28
+MIN_TRAINING_DAYS = 8  # one week for the 168 h lag plus a day, as features.check_history asks
+STOPPED = "**Stopped:** "  # how the gate's report states the reason it stopped the run
+MODEL_VERSION_ANNOTATION = "smart-energy.io/model-version"  # the annotation serving/rollout.py reads
+
+
+class QualityGateError(SmartEnergyError):
+    """Too many readings were quarantined to train on this data."""
+
+
+def fetch_raw(data_uri: str, dest_dir: str | Path, settings: Settings) -> Path:
+    """Copy the raw meter file at ``data_uri`` (a path, ``file://`` or ``s3://`` URI) into ``dest_dir``.
+
+    Returns:
+        The local copy, under its original file name (the suffix tells ingest about gzip and CSV).
+    """
+    parsed = urlparse(data_uri)
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    if parsed.scheme == "s3":
+        from components.storage import open_store
+
+        store = open_store(f"s3://{parsed.netloc}", settings)
+        target = dest_dir / Path(parsed.path).name
+        target.write_bytes(store.get_bytes(parsed.path.lstrip("/")))
+        return target
+    if parsed.scheme not in ("", "file"):
+        raise SmartEnergyError(f"unsupported data URI {data_uri!r} (use a path, file:// or s3://)")
+    source = Path(unquote(parsed.path) if parsed.scheme == "file" else data_uri)
+    if not source.is_file():
+        raise SmartEnergyError(f"{data_uri}: no such file")
+    return Path(shutil.copyfile(source, dest_dir / source.name))
+
+
+def only_file(directory: str | Path) -> Path:
+    """The single file in a directory artifact (the raw readings keep their own name)."""
+    files = [p for p in Path(directory).iterdir() if p.is_file()]
+    if len(files) != 1:
+        raise SmartEnergyError(f"{directory}: expected one file, found {len(files)}")
+    return files[0]
+
+
+def gate_verdict(quality: dict[str, Any], max_quarantine_fraction: float) -> str | None:
+    """Why the run must stop (too many rows quarantined, or none read), or None when the data may pass."""
+    read, quarantined = quality["rows_read"], quality["rows_quarantined"]
+    if read and quarantined / read <= max_quarantine_fraction:
+        return None
+    fraction = quarantined / read if read else 1.0
+    reasons = sorted(quality.get("quarantine_reasons", {}).items(), key=lambda kv: -kv[1])[:3]
+    top = ", ".join(f"{why} x{n:,}" for why, n in reasons) or "none recorded"
+    return (f"quality gate: {fraction:.1%} of rows quarantined ({quarantined:,} of {read:,}) in "
+            f"{quality.get('source', 'the input')}, above the limit {max_quarantine_fraction:.1%}; "
+            f"commonest reasons: {top}. Fix the meter feed or raise max_quarantine_fraction.")
+
+
+def check_quality(quality: dict[str, Any], max_quarantine_fraction: float) -> None:
+    """Stop the run when more than ``max_quarantine_fraction`` of the rows were quarantined.
+
+    Raises:
+        QualityGateError: naming the fraction, the limit and the commonest reasons.
+    """
+    reason = gate_verdict(quality, max_quarantine_fraction)
+    if reason:
+        raise QualityGateError(reason)
+
+
+def quality_markdown(quality: dict[str, Any], max_quarantine_fraction: float) -> str:
+    """The quality report as a Markdown table (what the KFP UI shows for the gate)."""
+    q = quality
+    fraction = q["rows_quarantined"] / q["rows_read"] if q["rows_read"] else 1.0
+    stop = gate_verdict(q, max_quarantine_fraction)
+    lines = [
+        f"# Quality gate {'FAILED' if stop else 'passed'}: {fraction:.2%} quarantined "
+        f"(limit {max_quarantine_fraction:.2%})", "",
+        *([f"{STOPPED}{stop}", ""] if stop else []),
+        "| rows | count |", "|---|---:|",
+        *(f"| {k.removeprefix('rows_')} | {q[k]:,} |" for k in ("rows_read", "rows_valid", "rows_missing", "rows_quarantined")),
+        f"| hours (complete) | {q['hours']:,} ({q['hours_complete']:,}) |", "",
+        f"Readings {q['first_timestamp']} .. {q['last_timestamp']}", "",
+    ]
+    if q.get("quarantine_reasons"):
+        lines += ["| quarantine reason | rows |", "|---|---:|",
+                  *(f"| {why} | {n:,} |" for why, n in q["quarantine_reasons"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def holdout_cutoff(last_timestamp: str, holdout_days: int = DEFAULT_HOLDOUT_DAYS) -> str:
+    """Start of the evaluation window: midnight ``holdout_days`` before the end of the last day with readings."""
+    end = pd.Timestamp(last_timestamp).tz_localize(None).floor("D") + pd.Timedelta(days=1)
+    return (end - pd.Timedelta(days=holdout_days)).isoformat()
+
+
+def split_history_holdout(raw: Path, first_timestamp: str, cutoff: str, history_dir: str | Path,
+                          holdout_dir: str | Path) -> tuple[Path, Path, int, int]:
+    """Split the raw readings at ``cutoff`` into history (to train on) and hold-out (to score on).
+
+    Returns:
+        The two raw files (each in its own directory, under the input's name) and their line counts.
+
+    Raises:
+        SmartEnergyError: when the history is shorter than a model needs.
+    """
+    from components.ingest import split_raw_file
+
+    days = (pd.Timestamp(cutoff) - pd.Timestamp(first_timestamp).tz_localize(None)) / pd.Timedelta(days=1)
+    if days < MIN_TRAINING_DAYS:
+        raise SmartEnergyError(
+            f"only {max(days, 0):.1f} days of readings before the evaluation window starting {cutoff}; "
+            f"need {MIN_TRAINING_DAYS} — pass more data or fewer holdout_days"
+        )
+    name = raw.name.removesuffix(".gz")  # the split is written uncompressed
+    history, holdout = Path(history_dir) / name, Path(holdout_dir) / name
+    before, after = split_raw_file(raw, cutoff, history, holdout)
+    return history, holdout, before, after
+
+
+def check_horizon(horizon_hours: int) -> None:
+    """The forecaster predicts the next hour; refuse other horizons instead of silently ignoring them."""
+    if horizon_hours != 1:
+        raise SmartEnergyError(f"horizon_hours={horizon_hours}: the forecaster predicts the next hour only (1)")
+
+
+def compare_with_production(model_dir: str | Path, holdout: str | Path, history: str | Path,
+                            store, model_name: str) -> dict[str, Any]:
+    """Score the new model and the registry's production model (if any) on the same hold-out hours.
+
+    Returns:
+        ``{"candidate": evaluation, "production": evaluation or None}`` (see ``components.evaluate``).
+    """
+    from components.evaluate import evaluate
+    from components.registry import download, stage_version
+
+    result: dict[str, Any] = {"candidate": evaluate(model_dir, holdout, history), "production": None}
+    if stage_version(store, model_name, "production"):
+        with tempfile.TemporaryDirectory() as tmp:
+            production = evaluate(download(store, model_name, "production", tmp), holdout, history)
+        window = ("hours_scored", "first_hour", "last_hour")
+        if any(production[k] != result["candidate"][k] for k in window):
+            raise SmartEnergyError("candidate and production were not scored on the same hours")
+        result["production"] = production
+    return result
+
+
+def flat_metrics(comparison: dict[str, Any]) -> dict[str, float]:
+    """The comparison as flat scalar metrics (what the KFP UI lists)."""
+    new, production = comparison["candidate"], comparison.get("production")
+    out = {"mae_kw": new["mae_kw"], "rmse_kw": new["rmse_kw"], "hours_scored": new["hours_scored"]}
+    out |= {f"{name}_mae_kw": s["mae_kw"] for name, s in new["baselines"].items()}
+    if production:
+        out |= {"production_mae_kw": production["mae_kw"], "production_rmse_kw": production["rmse_kw"]}
+    return out
+
+
+def decide(comparison: dict[str, Any], promotion_threshold: float) -> dict[str, Any]:
+    """Promote when the new model beats persistence and production's MAE by ``promotion_threshold`` (relative).
+
+    Returns:
+        ``promote`` (bool), ``reason`` and the MAEs compared.
+    """
+    new = comparison["candidate"]
+    mae, persistence = new["mae_kw"], new["baselines"]["persistence"]["mae_kw"]
+    production = comparison.get("production")
+    out: dict[str, Any] = {"candidate_mae_kw": mae, "persistence_mae_kw": persistence,
+                           "production_mae_kw": production["mae_kw"] if production else None,
+                           "production_version": production["model_version"] if production else None,
+                           "promotion_threshold": promotion_threshold}
+    if mae >= persistence:
+        return out | {"promote": False, "improvement": None,
+                      "reason": f"MAE {mae:.4f} kW does not beat persistence ({persistence:.4f} kW)"}
+    if production is None:
+        return out | {"promote": True, "improvement": None,
+                      "reason": f"no production model yet; MAE {mae:.4f} kW beats persistence ({persistence:.4f} kW)"}
+    improvement = 1 - mae / production["mae_kw"]
+    better = improvement > 0 and improvement >= promotion_threshold
+    verdict = "at least" if better else "less than"
+    return out | {"promote": better, "improvement": improvement,
+                  "reason": f"MAE {mae:.4f} kW vs production {production['model_version']} {production['mae_kw']:.4f} kW: "
+                            f"{improvement:+.2%}, {verdict} the threshold {promotion_threshold:.2%}"}
+
+
+def register_and_promote(store, model_dir: str | Path, decision: dict[str, Any]) -> dict[str, Any]:
+    """Register the model's version and move the pointer the decision calls for.
+
+    - not better: stored as a version only; no pointer moves (the rollout controller never sees it);
+    - better, no production yet: production at once (there is nothing to canary against);
+    - better than production: candidate; `smart-energy rollout` canaries it and sets production.
+    """
+    from components.registry import read_metadata, register, set_stage
+
+    first = decision.get("production_version") is None
+    stage = None if not decision["promote"] else ("production" if first else "candidate")
+    version = register(store, model_dir, stage="candidate" if stage else None)
+    if stage == "production":
+        set_stage(store, read_metadata(model_dir)["name"], "production", version)
+    return decision | {"version": version, "stage": stage or "registered"}
+
+
+def deploy_request(decision: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The merge patch a deploy would send to the InferenceService (nothing is applied here).
+
+    A first model takes all traffic; a replacement starts at the first canary step, as
+    `smart-energy rollout` would (it then steps or rolls back from Prometheus).
+    """
+    target = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+              "namespace": settings.namespace, "name": settings.inference_service}
+    if not decision["promote"]:
+        return {"action": "none", "reason": decision["reason"], "target": target}
+    version = decision["version"]
+    percent = 100 if decision.get("production_version") is None else int(settings.canary_steps.split(",")[0])
+    uri = f"{settings.artifact_uri.rstrip('/')}/models/{settings.model_name}/{version}"
+    return {
+        "action": "patch", "reason": decision["reason"], "target": target,
+        "patch_type": "application/merge-patch+json",
+        "patch": {"metadata": {"annotations": {MODEL_VERSION_ANNOTATION: version}},
+                  "spec": {"predictor": {"canaryTrafficPercent": percent, "model": {"storageUri": uri}}}},
+    }
+
+
+def evaluation_markdown(comparison: dict[str, Any]) -> str:
+    """Model vs production vs baselines on the same hours, as a Markdown table."""
+    new, production = comparison["candidate"], comparison.get("production")
+    persistence = new["baselines"]["persistence"]["mae_kw"]
+    rows = [(f"model {new['model_version']}", new)]
+    if production:
+        rows.append((f"production {production['model_version']}", production))
+    rows += sorted(new["baselines"].items(), key=lambda kv: kv[1]["mae_kw"])
+    lines = [f"Next-hour forecast, {new['hours_scored']:,} hours {new['first_hour']} .. {new['last_hour']}", "",
+             "| forecast | MAE kW | RMSE kW | MAE vs persistence |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {s['mae_kw']:.4f} | {s['rmse_kw']:.4f} | {s['mae_kw'] / persistence - 1:+.1%} |"
+              for name, s in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# `make cluster`: a local kind cluster with Knative Serving (KServe Serverless mode, needed for canary
+# traffic splitting), KServe, Kubeflow Pipelines, Katib, kube-prometheus-stack and smart-energy.
+# Needs Docker, kind, kubectl and helm on PATH. Not run by the test suite (no Docker there).
+set -euo pipefail
+
+CLUSTER=${CLUSTER:-smart-energy}
+KNATIVE_VERSION=${KNATIVE_VERSION:-knative-v1.16.0}
+CERT_MANAGER_VERSION=${CERT_MANAGER_VERSION:-v1.16.1}
+KSERVE_VERSION=${KSERVE_VERSION:-v0.14.1}
+KFP_VERSION=${KFP_VERSION:-2.3.0}
+KATIB_VERSION=${KATIB_VERSION:-v0.17.0}
+INSTALL_WITH=${INSTALL_WITH:-kustomize}   # kustomize | helm
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "cluster.sh: $1 is required on PATH" >&2; exit 2; }; }
+for tool in docker kind kubectl helm; do need "$tool"; done
+
+if ! kind get clusters | grep -qx "$CLUSTER"; then
+  kind create cluster --name "$CLUSTER" --wait 120s
+fi
+kubectl config use-context "kind-$CLUSTER"
+
+echo "== cert-manager (KServe webhooks)"
+kubectl apply -f "https://github.com/cert-manager/cert-manager/releases/download/${CERT_MANAGER_VERSION}/cert-manager.yaml"
+kubectl -n cert-manager rollout status deploy/cert-manager-webhook --timeout=300s
+
+echo "== Knative Serving + Kourier (KServe Serverless mode)"
+kubectl apply -f "https://github.com/knative/serving/releases/download/${KNATIVE_VERSION}/serving-crds.yaml"
+kubectl apply -f "https://github.com/knative/serving/releases/download/${KNATIVE_VERSION}/serving-core.yaml"
+kubectl apply -f "https://github.com/knative/net-kourier/releases/download/${KNATIVE_VERSION}/kourier.yaml"
+kubectl patch configmap/config-network -n knative-serving --type merge \
+  -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
+# emptyDir volumes for the read-only-root-filesystem pods
+kubectl patch configmap/config-features -n knative-serving --type merge \
+  -p '{"data":{"kubernetes.podspec-emptydir":"enabled","kubernetes.podspec-securitycontext":"enabled"}}'
+kubectl -n knative-serving rollout status deploy/controller --timeout=300s
+
+echo "== KServe ${KSERVE_VERSION} (default deployment mode: Serverless)"
+kubectl apply --server-side -f "https://github.com/kserve/kserve/releases/download/${KSERVE_VERSION}/kserve.yaml"
+kubectl -n kserve rollout status deploy/kserve-controller-manager --timeout=300s
+kubectl apply --server-side -f "https://github.com/kserve/kserve/releases/download/${KSERVE_VERSION}/kserve-cluster-resources.yaml"
+
+echo "== Kubeflow Pipelines ${KFP_VERSION} (standalone) and Katib ${KATIB_VERSION}"
+kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=${KFP_VERSION}"
+kubectl wait --for condition=established --timeout=120s crd/applications.app.k8s.io
+kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=${KFP_VERSION}"
+kubectl apply --server-side -k "github.com/kubeflow/katib.git/manifests/v1beta1/installs/katib-standalone?ref=${KATIB_VERSION}"
+
+echo "== kube-prometheus-stack (Prometheus Operator: PodMonitor, ServiceMonitor, PrometheusRule)"
+helm repo add prometheus-community https://prometheus-community.github.io/helm-charts >/dev/null
+helm upgrade --install kube-prometheus-stack prometheus-community/kube-prometheus-stack \
+  --namespace monitoring --create-namespace --wait --timeout 10m
+
+echo "== smart-energy images (:dev) into kind"
+docker build -f "$ROOT/components/Dockerfile" -t ghcr.io/smart-energy/components:dev "$ROOT"
+docker build -f "$ROOT/serving/Dockerfile" -t ghcr.io/smart-energy/transformer:dev "$ROOT"
+kind load docker-image --name "$CLUSTER" \
+  ghcr.io/smart-energy/components:dev ghcr.io/smart-energy/transformer:dev
+
+echo "== smart-energy (${INSTALL_WITH})"
+if [ "$INSTALL_WITH" = helm ]; then
+  helm upgrade --install smart-energy "$ROOT/helm/smart-energy" -f "$ROOT/helm/smart-energy/values-kind.yaml"
+else
+  kubectl apply -k "$ROOT/manifests/overlays/kind"
+fi
+kubectl -n smart-energy rollout status statefulset/minio --timeout=300s
+kubectl -n smart-energy rollout status deploy/redis --timeout=300s
+echo "done. Next: manifests/README.md, 'Install on kind', step 4 (first model)."

@@ -1,0 +1,107 @@
+"""`smart-energy pipeline`: compile the training pipeline for the KFP UI, run it locally, schedule it on a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from components.errors import SmartEnergyError
+from components.settings import REPO_ROOT, get_settings
+
+from pipelines.recurring_run import COMPILED, DAILY_CRON
+
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "household_power_consumption_2006-12_2007-02.txt"
+
+
+def compile_pipeline(out: str | Path = COMPILED) -> Path:
+    """Write the pipeline's KFP IR YAML (what the KFP UI uploads and the cluster runs)."""
+    from kfp import compiler
+
+    from pipelines.training_pipeline import training_pipeline
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(training_pipeline, str(out))
+    return out
+
+
+def _params(args: argparse.Namespace) -> dict:
+    """Pipeline parameters from the flags; the meter and the gate's limit default to the settings (SE_*)."""
+    settings = get_settings()
+    names = ("meter_id", "horizon_hours", "hpo_trials", "promotion_threshold", "max_quarantine_fraction", "holdout_days")
+    params = {"meter_id": settings.meter_id, "max_quarantine_fraction": settings.max_quarantine_fraction}
+    return params | {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def print_run(run, stream=sys.stdout) -> None:
+    """Where a local run's artifacts landed, its metrics, the evaluation table and the deploy request."""
+    print(f"\nrun directory: {run.run_dir}", file=stream)
+    for name, path in run.artifacts().items():
+        print(f"  {name:34s} {path}", file=stream)
+    print("\nmetrics:", file=stream)
+    for task, values in run.metrics.items():
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        print(f"  {task:22s} {shown}", file=stream)
+    print("\n" + run.read_text("evaluate", "report"), file=stream)
+    decision = run.read_json("register", "decision")
+    print(f"registered {decision['version']} as {decision['stage']}: {decision['reason']}", file=stream)
+    print(f"deploy request ({run.run_dir / 'deploy-request' / 'request'}):\n{run.read_text('deploy-request', 'request')}",
+          file=stream)
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    if args.action == "compile":
+        print(compile_pipeline(args.out))
+        return 0
+    if args.action == "schedule":
+        from pipelines.recurring_run import connect, schedule_daily
+
+        if not args.host:
+            raise SmartEnergyError("pipeline schedule needs --host (the KFP API, e.g. http://localhost:8888)")
+        job = schedule_daily(connect(args.host), _params(args) | ({"data_uri": args.data} if args.data else {}),
+                             cron=args.cron)
+        print(json.dumps({"recurring_run_id": job.recurring_run_id, "cron": args.cron}))
+        return 0
+    if args.host:
+        from pipelines.recurring_run import connect, submit_once
+
+        run = submit_once(connect(args.host), _params(args) | ({"data_uri": args.data} if args.data else {}))
+        print(json.dumps({"run_id": run.run_id}))
+        return 0
+    if not args.local:
+        raise SmartEnergyError("pipeline run needs --local (kfp.local on this machine) or --host (a KFP cluster)")
+    from pipelines.local_run import run_local
+
+    run = run_local(args.data or DEFAULT_DATA, args.pipeline_root, **_params(args))
+    print_run(run)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    defaults = get_settings()
+    p = sub.add_parser(
+        "pipeline", help="Kubeflow pipeline: compile for the KFP UI, run locally with kfp.local, schedule daily",
+        description="compile: write pipelines/compiled/training_pipeline.yaml (commit it). run --local: run the "
+        "same pipeline here with kfp.local (SubprocessRunner, no Docker) and print where artifacts landed and "
+        "the metrics; run --host URL: one run on a KFP cluster. schedule --host URL: daily recurring run.",
+    )
+    p.add_argument("action", choices=["compile", "run", "schedule"])
+    p.add_argument("--out", type=Path, default=COMPILED, help="compile: output YAML (default %(default)s)")
+    p.add_argument("--local", action="store_true", help="run: on this machine with kfp.local")
+    p.add_argument("--host", help="run/schedule: KFP API endpoint of a cluster")
+    p.add_argument("--data", help=f"raw readings, a path or file:// / s3:// URI (local default {DEFAULT_DATA})")
+    p.add_argument("--pipeline-root", type=Path, help="run --local: where task outputs go "
+                   "(default <SE_ARTIFACT_URI>/pipeline-runs)")
+    p.add_argument("--meter-id", dest="meter_id", help=f"meter id (default {defaults.meter_id}, env SE_METER_ID)")
+    p.add_argument("--horizon-hours", dest="horizon_hours", type=int, help="forecast horizon (only 1 is supported)")
+    p.add_argument("--hpo-trials", dest="hpo_trials", type=int, help="Optuna trials (default 0)")
+    p.add_argument("--promotion-threshold", dest="promotion_threshold", type=float,
+                   help="relative MAE improvement over production needed to promote (default 0.01)")
+    p.add_argument("--max-quarantine-fraction", dest="max_quarantine_fraction", type=float,
+                   help=f"quality gate: largest quarantined fraction of rows (default {defaults.max_quarantine_fraction}, "
+                   "env SE_MAX_QUARANTINE_FRACTION)")
+    p.add_argument("--holdout-days", dest="holdout_days", type=int, help="evaluation window at the end (default 28)")
+    p.add_argument("--cron", default=DAILY_CRON, help="schedule: six-field KFP cron (default %(default)s)")
+    p.set_defaults(func=_cmd_pipeline)

@@ -1,0 +1,28 @@
+"""The ``se_*`` Prometheus metrics, served on each server's HTTP port at ``/metrics`` beside KServe's own.
+
+The names and labels are a contract: the alert rules and the rollout controller query them.
+Request metrics are recorded by the transformer (the public entry point), so a request is
+counted once; in a cluster the predictor is KServe's xgboost runtime, which has none of these.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# tuned for a ~1-15 ms service; the tail buckets catch a stalled predictor
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+KW_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0)
+
+REQUESTS = Counter("se_requests", "Inference requests answered, by model version, protocol (v1/v2) and HTTP code",
+                   ["model_version", "protocol", "code"])
+REQUEST_DURATION = Histogram("se_request_duration_seconds", "Inference request latency, end to end in this server",
+                             ["model_version"], buckets=LATENCY_BUCKETS)
+PREDICTION_KW = Histogram("se_prediction_kw", "Forecast next-hour mean power (kW) per meter",
+                          ["model_version"], buckets=KW_BUCKETS)
+DRIFT_P_VALUE = Gauge("se_drift_p_value", "Kolmogorov-Smirnov p-value of the serving window vs the training window",
+                      ["feature"])
+DRIFT_DETECTED = Gauge("se_drift_detected", "1 when the feature's p-value is below the (corrected) threshold",
+                       ["feature"])
+FEAST_LOOKUP_DURATION = Histogram("se_feast_lookup_duration_seconds", "Feast online-store read latency per request",
+                                  buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
+ERRORS = Counter("se_errors", "Requests that failed, by reason", ["reason"])

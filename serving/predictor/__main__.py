@@ -1,0 +1,32 @@
+"""``python -m serving.predictor --model_dir DIR [--http_port 8081]``: the XGBoost predictor."""
+
+from __future__ import annotations
+
+import sys
+
+from components.errors import SmartEnergyError
+from components.settings import get_settings
+from serving.predictor.model import EnergyPredictor
+from serving.server import base_parser, start_server
+
+DEFAULT_NTHREAD = 1  # one row per request: threads cost more than they give
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(get_settings(), "Smart Energy XGBoost predictor (KServe V1 + V2).")
+    parser.add_argument("--nthread", type=int, default=DEFAULT_NTHREAD, help="XGBoost threads")
+    args, _ = parser.parse_known_args(argv)
+    if not args.model_dir:
+        parser.error("--model_dir is required")
+    model = EnergyPredictor(args.model_name, args.model_dir, args.nthread)
+    try:
+        model.load()
+    except SmartEnergyError as err:
+        print(f"predictor: error: {err}", file=sys.stderr)
+        return 2
+    start_server(model, args, record_requests=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

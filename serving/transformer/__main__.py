@@ -1,0 +1,44 @@
+"""``python -m serving.transformer --model_dir DIR --predictor_host HOST:PORT [--http_port 8080]``."""
+
+from __future__ import annotations
+
+import sys
+
+import kserve
+
+from components.errors import SmartEnergyError
+from components.settings import get_settings
+from serving.server import base_parser, start_server
+from serving.transformer.model import EnergyTransformer
+
+DEFAULT_PREDICTOR_TIMEOUT_SECONDS = 10  # a forecast is ~ms; a stuck predictor should fail fast, not in 600 s
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = get_settings()
+    parser = base_parser(settings, "Smart Energy transformer: Feast lookup + drift + metrics before the predictor.")
+    parser.set_defaults(predictor_host=settings.predictor_host, predictor_protocol="v2",
+                        predictor_request_timeout_seconds=DEFAULT_PREDICTOR_TIMEOUT_SECONDS,
+                        enable_predictor_health_check=True)
+    args, _ = parser.parse_known_args(argv)
+    if not args.model_dir:
+        parser.error("--model_dir is required (metadata.json and the drift detector)")
+    if args.predictor_protocol != "v2":
+        parser.error("--predictor_protocol must be v2 (the predictor request carries one tensor per feature)")
+    model = EnergyTransformer(args.model_name, args.model_dir, settings)
+    try:
+        model.load()
+    except SmartEnergyError as err:
+        print(f"transformer: error: {err}", file=sys.stderr)
+        return 2
+    config = kserve.PredictorConfig(predictor_host=args.predictor_host, predictor_protocol=args.predictor_protocol,
+                                    predictor_use_ssl=args.predictor_use_ssl,
+                                    predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
+                                    predictor_request_retries=args.predictor_request_retries,
+                                    predictor_health_check=args.enable_predictor_health_check)
+    start_server(model, args, record_requests=True, predictor_config=config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

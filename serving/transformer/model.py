@@ -1,0 +1,147 @@
+"""``EnergyTransformer``: entity or feature-row requests in, forecast kW + model version + drift status out.
+
+``preprocess`` validates the request and, for ``meter_id`` rows, reads the features from Feast's
+online store; the rows go to the drift window (checked by a background thread) and on to the
+predictor as a V2 request (one FP32 tensor per feature, ``content_type: pd``, which both our
+predictor and KServe's xgboost runtime read by feature name). ``postprocess`` answers in the
+protocol the client used.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from dataclasses import dataclass
+from typing import Dict, Union
+
+import httpx
+import numpy as np
+from kserve import InferInput, InferOutput, InferRequest, InferResponse, Model
+
+from components.feast_store import FEATURE_SERVICE, open_feature_store
+from components.registry import load_drift_detector, read_metadata
+from components.settings import Settings
+from serving import metrics
+from serving.logic import (Batch, DriftMonitor, OnlineFeatureReader, PredictorUnavailable, RequestError, parse_v1,
+                           parse_v2)
+
+OUTPUT_NAME = "forecast_kw"
+
+
+@dataclass
+class RequestState:
+    protocol: str
+    batch: Batch
+    request_id: str
+
+
+# preprocess and postprocess of one request run in the same task: its state lives here
+_request: contextvars.ContextVar[RequestState] = contextvars.ContextVar("smart_energy_request")
+
+
+def publish_drift(p_values: dict[str, float], drifted: dict[str, bool]) -> None:
+    for feature, p in p_values.items():
+        metrics.DRIFT_P_VALUE.labels(feature).set(p)
+        metrics.DRIFT_DETECTED.labels(feature).set(1.0 if drifted[feature] else 0.0)
+
+
+def predictor_request(name: str, matrix: np.ndarray, features: list[str], request_id: str) -> InferRequest:
+    inputs = []
+    column_major = np.asarray(matrix, dtype=np.float32).T
+    for feature, column in zip(features, column_major):
+        tensor = InferInput(name=feature, shape=[len(column)], datatype="FP32")
+        tensor.set_data_from_numpy(np.ascontiguousarray(column), binary_data=False)  # the predictor speaks JSON
+        inputs.append(tensor)
+    return InferRequest(model_name=name, infer_inputs=inputs, request_id=request_id,
+                        parameters={"content_type": "pd"})
+
+
+class EnergyTransformer(Model):
+    platform = "smart-energy-transformer"
+
+    def __init__(self, name: str, model_dir: str, settings: Settings):
+        super().__init__(name)
+        self.model_dir = model_dir
+        self.settings = settings
+        self.version = ""
+        self.features: list[str] = []
+        self.ready = False
+
+    def load(self) -> bool:
+        """Read the model's metadata (sha256 checked) and drift detector, open Feast, start the drift thread."""
+        metadata = read_metadata(self.model_dir)
+        self.version = metadata["version"]
+        self.features = list(metadata["features"])
+        self.reader = OnlineFeatureReader(open_feature_store(self.settings),
+                                          metadata.get("feature_service", FEATURE_SERVICE), self.features)
+        self.reader._resolve()  # fail at start-up, not on the first request
+        self.drift = DriftMonitor(load_drift_detector(self.model_dir), self.features, self.settings.drift_window,
+                                  on_result=publish_drift)
+        self.drift.start()
+        self.ready = True
+        return self.ready
+
+    def stop(self):
+        if getattr(self, "drift", None):
+            self.drift.stop()
+        super().stop()
+
+    def get_input_types(self) -> list[dict]:
+        entity = [{"name": "meter_id", "datatype": "BYTES", "shape": [-1]},
+                  {"name": "timestamp", "datatype": "BYTES", "shape": [-1]}]
+        return entity + [{"name": f, "datatype": "FP32", "shape": [-1]} for f in self.features]
+
+    def get_output_types(self) -> list[dict]:
+        return [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}]
+
+    async def preprocess(self, payload: Union[Dict, InferRequest], headers: Dict[str, str] = None) -> InferRequest:
+        if isinstance(payload, InferRequest):
+            protocol, batch = "v2", parse_v2(payload.inputs, self.features)
+            request_id = payload.id or ""
+        else:
+            protocol, batch = "v1", parse_v1(payload, self.features)
+            request_id = (headers or {}).get("x-request-id", "")
+        if batch.kind == "entity":
+            start = time.perf_counter()
+            try:
+                batch.matrix = self.reader.read(batch.meter_ids, batch.hours)
+            finally:
+                metrics.FEAST_LOOKUP_DURATION.observe(time.perf_counter() - start)
+        self.drift.observe(batch.matrix)
+        _request.set(RequestState(protocol, batch, request_id))
+        return predictor_request(self.name, batch.matrix, self.features, request_id)
+
+    async def predict(self, payload: InferRequest, headers: Dict[str, str] = None,
+                      response_headers: Dict[str, str] = None) -> InferResponse:
+        host = self.predictor_config.predictor_host if self.predictor_config else "?"
+        try:
+            return await super().predict(payload, headers, response_headers)
+        except httpx.HTTPStatusError as err:
+            if err.response.status_code >= 500:
+                raise PredictorUnavailable(f"predictor at {host} answered {err.response.status_code}; "
+                                           f"retry shortly") from None
+            raise RequestError(f"predictor at {host} refused the request: {err.response.text[:300]}",
+                               status=502, reason="predictor_rejected") from None
+        except httpx.HTTPError as err:
+            raise PredictorUnavailable(f"predictor at {host} is unreachable ({type(err).__name__}); "
+                                       f"retry shortly") from None
+
+    async def postprocess(self, result: InferResponse, headers: Dict[str, str] = None,
+                          response_headers: Dict[str, str] = None) -> Union[Dict, InferResponse]:
+        state = _request.get()
+        kw = np.asarray(result.outputs[0].as_numpy(), dtype=np.float64).ravel()
+        version = result.model_version or self.version
+        histogram = metrics.PREDICTION_KW.labels(version)
+        for value in kw:
+            histogram.observe(value)
+        drift = self.drift.status()
+        if state.protocol == "v1":
+            out = {"predictions": kw.tolist(), "model_version": version, "drift": drift}
+            if state.batch.kind == "entity":
+                out["meter_ids"] = state.batch.meter_ids
+            return out
+        output = InferOutput(name=OUTPUT_NAME, shape=[len(kw)], datatype="FP64")
+        output.set_data_from_numpy(kw, binary_data=False)
+        parameters = {"drift_status": drift["status"], "drifted_features": ",".join(drift["drifted_features"])}
+        return InferResponse(response_id=state.request_id, model_name=self.name, model_version=version,
+                             infer_outputs=[output], parameters=parameters)

@@ -1,0 +1,174 @@
+"""The rollout controller against a real Prometheus server (Debian's `prometheus`, 1 s scrapes).
+
+The two scrape targets are NOT the real predictor (built elsewhere): they are `canary_target.py`,
+small stdlib HTTP servers that record the se_* metrics of the real requests this test sends them —
+one healthy (fast, all 200), one bad (120 ms, every third request 500). Prometheus and the targets
+run as processes on 127.0.0.1 and are stopped by pid. The InferenceService is an in-memory object
+(no cluster here) that applies each merge patch and checks it against kserve's model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import requests
+
+from components.settings import Settings
+from helpers import PYTHON, free_port, start, stop, wait_http
+from serving.rollout import (
+    MODEL_VERSION_ANNOTATION, REJECTED_ANNOTATION, PrometheusClient, Rollout, load_inference_service,
+    merge_patch, storage_uri,
+)
+
+pytestmark = [pytest.mark.servers, pytest.mark.slow, pytest.mark.timeout(150)]
+HERE = Path(__file__).resolve().parent
+ISVC_PATH = "/v2/models/energy-forecaster/infer"
+
+
+class InMemoryInferenceService:
+    """get/patch like the Kubernetes API would, with every result loaded into V1beta1InferenceService."""
+
+    def __init__(self, uri: str, version: str):
+        self.obj = {
+            "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": "energy-forecaster", "namespace": "smart-energy",
+                         "annotations": {MODEL_VERSION_ANNOTATION: version}},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "xgboost"}, "protocolVersion": "v2",
+                                             "storageUri": uri}}},
+        }
+        self.patches: list[dict] = []
+        self.lock = threading.Lock()
+
+    def get(self) -> dict:
+        with self.lock:
+            return merge_patch({}, self.obj)
+
+    def patch(self, body: dict) -> dict:
+        with self.lock:
+            merged = merge_patch(self.obj, body)
+            load_inference_service(merged)
+            self.obj, _ = merged, self.patches.append(body)
+            return merged
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("targets")
+    procs, ports = [], {}
+    try:
+        for version, mode, mae in (("v2", "healthy", 0.40), ("v3", "bad", 0.41)):
+            port = free_port()
+            proc = start([PYTHON, str(HERE / "canary_target.py"), "--port", str(port), "--model-version", version,
+                          "--mode", mode, "--mae-kw", str(mae)], log_dir / f"{version}.log")
+            procs.append(proc)
+            wait_http(f"http://127.0.0.1:{port}/metrics", timeout=30, proc=proc)
+            ports[version] = port
+        yield ports
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+@pytest.fixture(scope="module")
+def prometheus(targets, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("prometheus")
+    port = free_port()
+    config = tmp / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n"
+        + "".join(f"  - job_name: target-{v}\n    static_configs:\n      - targets: ['127.0.0.1:{p}']\n"
+                  for v, p in targets.items())
+    )
+    proc = start(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
+                  f"--web.listen-address=127.0.0.1:{port}"], tmp / "prometheus.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/-/ready", timeout=60, proc=proc)
+        yield url
+    finally:
+        stop(proc)
+
+
+def _traffic(port: int, stop_event: threading.Event, max_requests: int = 3000) -> None:
+    """Real requests at ~40/s until told to stop (bounded)."""
+    with requests.Session() as session:
+        for _ in range(max_requests):
+            if stop_event.is_set():
+                return
+            try:
+                session.post(f"http://127.0.0.1:{port}{ISVC_PATH}", json={"inputs": []}, timeout=2)
+            except requests.RequestException:
+                pass
+            time.sleep(0.025)
+
+
+@pytest.fixture(scope="module")
+def traffic(targets, prometheus):
+    stop_event = threading.Event()
+    threads = [threading.Thread(target=_traffic, args=(p, stop_event), daemon=True) for p in targets.values()]
+    for t in threads:
+        t.start()
+    client = PrometheusClient(prometheus)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until Prometheus has a few seconds of both versions
+        if all((client.query(f'sum(increase(se_requests_total{{model_version="{v}"}}[3s]))') or 0) > 10
+               for v in targets):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("Prometheus never saw traffic from both targets")
+    yield
+    stop_event.set()
+    for t in threads:
+        t.join(timeout=5)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return replace(Settings(), artifact_uri="s3://smart-energy", canary_steps="50,100", canary_hold_seconds=3.0,
+                   max_error_rate=0.01, max_p99_latency_seconds=0.05, max_mae_ratio=1.05)
+
+
+def test_prometheus_sees_the_healthy_and_the_bad_version(prometheus, traffic):
+    client = PrometheusClient(prometheus)
+    good, bad = client.version_metrics("v2", 5), client.version_metrics("v3", 5)
+    assert good.requests > 10 and good.error_rate == 0 and good.p99_latency_seconds < 0.05
+    assert bad.requests > 10 and bad.error_rate > 0.2 and bad.p99_latency_seconds > 0.1
+    assert (good.mae_kw, bad.mae_kw) == (0.40, 0.41)
+
+
+def test_promotes_the_healthy_candidate(prometheus, traffic, settings):
+    isvc = InMemoryInferenceService(storage_uri(settings.artifact_uri, "energy-forecaster", "v1"), "v1")
+    lines: list[str] = []
+    outcome = Rollout(isvc, PrometheusClient(prometheus), settings, candidate="v2", production="v1",
+                      min_requests=5, poll_seconds=1.0, log=lines.append).run()
+    assert outcome == "promoted", "\n".join(lines)
+    percents = [p["spec"]["predictor"].get("canaryTrafficPercent", "absent") for p in isvc.patches]
+    assert percents == [50, 100, None]  # None: removed, all traffic to the promoted revision
+    final = isvc.get()
+    assert final["spec"]["predictor"]["model"]["storageUri"] == "s3://smart-energy/models/energy-forecaster/v2"
+    assert "canaryTrafficPercent" not in final["spec"]["predictor"]
+    assert final["metadata"]["annotations"][MODEL_VERSION_ANNOTATION] == "v2"
+
+
+def test_rolls_back_the_bad_candidate(prometheus, traffic, settings):
+    isvc = InMemoryInferenceService(storage_uri(settings.artifact_uri, "energy-forecaster", "v2"), "v2")
+    lines: list[str] = []
+    started = time.monotonic()
+    outcome = Rollout(isvc, PrometheusClient(prometheus), settings, candidate="v3", production="v2",
+                      min_requests=5, poll_seconds=1.0, log=lines.append).run()
+    assert outcome == "rolled-back", "\n".join(lines)
+    assert time.monotonic() - started < settings.canary_hold_seconds * 3
+    assert any("error rate" in line or "p99" in line for line in lines), "\n".join(lines)
+    assert [p["spec"]["predictor"].get("canaryTrafficPercent") for p in isvc.patches] == [50, 0, None]
+    final = isvc.get()
+    assert final["spec"]["predictor"]["model"]["storageUri"] == "s3://smart-energy/models/energy-forecaster/v2"
+    assert final["metadata"]["annotations"][REJECTED_ANNOTATION] == "v3"
+    # the same candidate is not tried again
+    again = Rollout(isvc, PrometheusClient(prometheus), settings, candidate="v3", production="v2", log=lines.append)
+    assert again.run() == "rejected-before"

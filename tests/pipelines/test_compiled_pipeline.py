@@ -1,0 +1,94 @@
+"""The committed KFP IR: valid, complete, on the project image, and not stale."""
+
+from __future__ import annotations
+
+import yaml
+from google.protobuf import json_format
+from kfp import components
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from components.images import IMAGE
+from pipelines.cli import COMPILED, compile_pipeline
+from pipelines.local_run import STAGES
+
+PARAMETERS = {"data_uri", "meter_id", "horizon_hours", "hpo_trials", "promotion_threshold",
+              "max_quarantine_fraction", "holdout_days"}
+
+
+def _documents() -> list[dict]:
+    return list(yaml.safe_load_all(COMPILED.read_text()))
+
+
+def _spec() -> dict:
+    return _documents()[0]
+
+
+def test_every_step_reads_settings_and_credentials_on_the_cluster():
+    """The platform spec (kfp-kubernetes) gives each step the settings ConfigMap, the Secret and the Feast config."""
+    from pipelines.training_pipeline import CREDENTIAL_KEYS, SETTINGS_CONFIG_MAP, SETTINGS_KEYS
+
+    platform = _documents()[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert len(platform) == len(STAGES)
+    for name, executor in platform.items():
+        env_maps = {e["configMapName"]: {k["configMapKey"] for k in e["keyToEnv"]} for e in executor["configMapAsEnv"]}
+        assert env_maps[SETTINGS_CONFIG_MAP] == set(SETTINGS_KEYS), name
+        secrets = {k["secretKey"] for e in executor["secretAsEnv"] for k in e["keyToEnv"]}
+        assert secrets == set(CREDENTIAL_KEYS), name
+        assert executor["configMapAsVolume"][0]["mountPath"] == "/etc/feast", name
+
+
+def test_settings_config_map_in_manifests_has_exactly_the_keys_the_pipeline_reads():
+    from pathlib import Path
+
+    from components.settings import ENV
+    from pipelines.training_pipeline import SETTINGS_KEYS
+
+    path = Path(__file__).resolve().parents[2] / "manifests" / "base" / "config" / "settings.yaml"
+    data = yaml.safe_load(path.read_text())["data"]
+    assert set(data) == set(SETTINGS_KEYS)
+    assert set(data) - {"FEAST_S3_ENDPOINT_URL"} <= set(ENV.values())  # Feast's own variable, not ours
+
+
+def test_compiled_yaml_loads_back_with_the_kfp_sdk():
+    pipeline = components.load_component_from_file(str(COMPILED))
+    assert pipeline.name == "smart-energy-training"
+    assert set(pipeline.component_spec.inputs) == PARAMETERS
+    proto = json_format.ParseDict(_spec(), pipeline_spec_pb2.PipelineSpec())  # strict: unknown fields fail
+    assert proto.schema_version == "2.1.0"
+
+
+def test_every_stage_is_a_component_and_a_task():
+    spec = _spec()
+    assert set(spec["components"]) == {f"comp-{stage}" for stage in STAGES}
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == set(STAGES)
+    assert {t["taskInfo"]["name"] for t in tasks.values()} == set(STAGES)
+    # the data flows in order: evaluate reads train's model, deploy-request reads register's decision
+    assert tasks["evaluate"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "train"
+    assert tasks["train"]["inputs"]["parameters"]["until"]["taskOutputParameter"]["producerTask"] == "split-holdout"
+    assert set(tasks["split-holdout"]["dependentTasks"]) >= {"quality-gate"}
+    assert set(tasks["materialize-features"]["dependentTasks"]) >= {"quality-gate"}
+    assert tasks["deploy-request"]["dependentTasks"] == ["register"]
+    # no dsl.If: the promote decision is made inside the register step
+    assert not any("triggerPolicy" in t for t in tasks.values())
+    assert all(not t["cachingOptions"].get("enableCache") for t in tasks.values())
+
+
+def test_executors_run_the_project_image_without_installing_anything():
+    executors = _spec()["deploymentSpec"]["executors"]
+    assert len(executors) == len(STAGES)
+    for name, executor in executors.items():
+        container = executor["container"]
+        assert container["image"] == IMAGE, name
+        assert "pip install" not in " ".join(container["command"]), name
+        assert "from components." in container["command"][-1], name  # a shell over the plain functions
+
+
+def test_committed_yaml_is_not_stale(tmp_path):
+    fresh = compile_pipeline(tmp_path / "training_pipeline.yaml").read_text()
+
+    def stable(text: str) -> list[str]:  # the SDK version is the only field that differs between machines
+        return [line for line in text.splitlines() if not line.startswith("sdkVersion:")]
+
+    assert stable(COMPILED.read_text()) == stable(fresh), (
+        "pipelines/compiled/training_pipeline.yaml is stale: run `smart-energy pipeline compile` and commit it")

@@ -1,0 +1,161 @@
+"""Bad input gets a 4xx naming the problem; a dead predictor gets a 503 and recovery; fuzzing finds no 500."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from components.features import FEATURES
+from conftest import start_predictor
+from helpers import stop, wait_http
+from serving.logic import MAX_BATCH_ROWS, MAX_BODY_BYTES
+
+pytestmark = [pytest.mark.servers, pytest.mark.slow]
+NAME = "energy-forecaster"
+ROW = [0.5] * len(FEATURES)
+V1, V2 = f"/v1/models/{NAME}:predict", f"/v2/models/{NAME}/infer"
+
+
+def _ids(n):
+    return {"inputs": [{"name": "meter_id", "datatype": "BYTES", "shape": [n], "data": ["household-1"] * n}]}
+
+
+BAD = [
+    # (id, path, raw body, status, words the message must contain)
+    # V1 bodies are parsed by KServe itself ("Unrecognized request format: <orjson's reason>")
+    ("malformed-json-v1", V1, b'{"instances": [', 400, "request format: unexpected end"),
+    ("malformed-json-v2", V2, b'{"inputs": [', 400, "malformed JSON"),
+    ("not-an-object", V1, b"[1, 2]", 400, "JSON object"),
+    ("missing-instances", V1, b'{"rows": []}', 400, "missing field 'instances'"),
+    ("instances-not-list", V1, b'{"instances": 3}', 400, "must be a list"),
+    ("empty-batch-v1", V1, b'{"instances": []}', 400, "empty batch"),
+    ("empty-batch-v2", V2, json.dumps({"inputs": []}).encode(), 400, "empty"),
+    ("oversized-batch-v1", V1, json.dumps({"instances": [{"meter_id": "household-1"}] * (MAX_BATCH_ROWS + 1)}).encode(),
+     413, "maximum"),
+    ("oversized-batch-v2", V2, json.dumps(_ids(MAX_BATCH_ROWS + 1)).encode(), 413, "maximum"),
+    ("unknown-meter", V1, b'{"instances": [{"meter_id": "no-such-meter"}]}', 404, "no online features"),
+    ("unknown-meter-v2", V2, json.dumps({"inputs": [{"name": "meter_id", "datatype": "BYTES", "shape": [1],
+                                                     "data": ["ghost"]}]}).encode(), 404, "'ghost'"),
+    ("stale-hour", V1, b'{"instances": [{"meter_id": "household-1", "timestamp": "2030-01-01T00:00:00Z"}]}', 422,
+     "not the requested"),
+    ("bad-timestamp", V1, b'{"instances": [{"meter_id": "household-1", "timestamp": "yesterday"}]}', 400,
+     "ISO-8601"),
+    ("meter-id-wrong-type", V1, b'{"instances": [{"meter_id": 17}]}', 400, "expected a string"),
+    ("meter-id-not-bytes", V2, json.dumps({"inputs": [{"name": "meter_id", "datatype": "INT64", "shape": [1],
+                                                       "data": [1]}]}).encode(), 400, "BYTES"),
+    ("missing-feature", V1, json.dumps({"instances": [dict(zip(FEATURES[1:], ROW))]}).encode(), 400,
+     FEATURES[0]),
+    ("short-row", V1, json.dumps({"instances": [ROW[:-1]]}).encode(), 400, f"needs {len(FEATURES)} values"),
+    ("string-feature", V1, json.dumps({"instances": [["x", *ROW[1:]]]}).encode(), 400, "expected a number"),
+    ("bool-feature", V1, json.dumps({"instances": [[True, *ROW[1:]]]}).encode(), 400, "got bool"),
+    ("nan-literal", V1, ("{\"instances\": [[NaN, " + ", ".join(["0.5"] * (len(FEATURES) - 1)) + "]]}").encode(), 400,
+     "request format"),
+    ("inf-number", V1, ("{\"instances\": [[1e999, " + ", ".join(["0.5"] * (len(FEATURES) - 1)) + "]]}").encode(), 400,
+     "infinity"),
+    ("nan-string-v2", V2, json.dumps({"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, len(FEATURES)],
+                                                  "data": ["NaN", *ROW[1:]]}]}).encode(), 400, "expected a number"),
+    ("v2-shape-mismatch", V2, json.dumps({"inputs": [{"name": "x", "datatype": "FP64", "shape": [2, len(FEATURES)],
+                                                      "data": ROW}]}).encode(), 400, "does not match"),
+    ("v2-missing-field", V2, json.dumps({"inputs": [{"name": "x", "shape": [1]}]}).encode(), 422, "datatype"),
+    ("mixed-batch", V1, json.dumps({"instances": [ROW, {"meter_id": "household-1"}]}).encode(), 400, "mixes"),
+    ("unknown-field", V1, b'{"instances": [{"meter_id": "household-1", "colour": "red"}]}', 400, "colour"),
+]
+
+
+@pytest.mark.parametrize("path,body,status,words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_is_a_4xx_that_names_the_problem(served, path, body, status, words):
+    resp = requests.post(served.url + path, data=body, headers={"content-type": "application/json"}, timeout=10)
+    assert resp.status_code == status, resp.text
+    assert words in resp.json()["error"], resp.text
+
+
+def test_predictor_rejects_entity_rows_and_bad_rows(served):
+    resp = requests.post(served.predictor_url + V1, json={"instances": [{"meter_id": "household-1"}]}, timeout=5)
+    assert resp.status_code == 400 and "transformer" in resp.json()["error"]
+    resp = requests.post(served.predictor_url + V1, json={"instances": [["x", *ROW[1:]]]}, timeout=5)
+    assert resp.status_code == 400 and "expected a number" in resp.json()["error"]
+
+
+def test_oversized_body_is_413(served):
+    body = b'{"instances": [' + b"1," * (MAX_BODY_BYTES // 2) + b"1]}"
+    resp = requests.post(served.url + V1, data=body, headers={"content-type": "application/json"}, timeout=30)
+    assert resp.status_code == 413 and "bytes" in resp.json()["error"]
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_no_crash_and_no_leak_under_repeated_good_and_bad_requests(served):
+    pid = served.procs["transformer"].pid
+    session = requests.Session()
+    bodies = [b[2] for b in BAD if len(b[2]) < 10_000] + [b'{"instances": [{"meter_id": "household-1"}]}']
+
+    def burst(n):
+        for i in range(n):
+            session.post(served.url + V1, data=bodies[i % len(bodies)], headers={"content-type": "application/json"},
+                         timeout=10)
+
+    burst(300)  # warm-up: allocator pools, metric label sets
+    before = _rss_kib(pid)
+    burst(1500)
+    growth_mib = (_rss_kib(pid) - before) / 1024
+    assert growth_mib < 15, f"transformer RSS grew {growth_mib:.1f} MiB over 1500 requests"
+    assert served.procs["transformer"].poll() is None and served.procs["predictor"].poll() is None
+
+
+def test_schemathesis_fuzz_finds_no_server_error(served):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    for base in (served.url, served.predictor_url):
+        schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
+        failures = []
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            if "/repository/" in operation.path:  # KServe's model load/unload admin routes, not our API
+                continue
+
+            @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            @given(case=operation.as_strategy())
+            def check(case):
+                resp = case.call(base_url=base, timeout=10)
+                # 501 is KServe's deliberate answer for its /versions/ routes ("Model versioning not supported")
+                if resp.status_code >= 500 and resp.status_code != 501:
+                    failures.append(f"{case.method} {case.formatted_path} -> {resp.status_code}: {resp.text[:200]}")
+
+            check()
+        assert not failures, "\n".join(failures[:10])
+    assert served.procs["transformer"].poll() is None and served.procs["predictor"].poll() is None
+
+
+def test_predictor_down_is_503_then_recovers(served):
+    body = {"instances": [{"meter_id": "household-1"}]}
+    assert requests.post(served.url + V1, json=body, timeout=10).status_code == 200
+    stop(served.procs["predictor"])
+    try:
+        resp = requests.post(served.url + V1, json=body, timeout=10)
+        assert resp.status_code == 503
+        assert "predictor" in resp.json()["error"] and "unreachable" in resp.json()["error"]
+        assert requests.get(served.url + "/v2/health/ready", timeout=10).status_code == 503
+    finally:
+        served.procs["predictor"] = start_predictor(served.model_dir, served.predictor_port, served.env,
+                                                    served.logs / "predictor-restarted.log")
+    wait_http(f"{served.predictor_url}/v2/health/ready", timeout=90, proc=served.procs["predictor"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        resp = requests.post(served.url + V1, json=body, timeout=10)
+        if resp.status_code == 200:
+            break
+        time.sleep(0.2)
+    assert resp.status_code == 200, resp.text
+    text = requests.get(served.url + "/metrics", timeout=5).text
+    assert 'se_errors_total{reason="predictor_unavailable"}' in text
+    assert 'code="503"' in text
