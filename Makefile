@@ -37,6 +37,7 @@ test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
+	@test -f "$(DATA)" || { echo "demo: no data file at $(DATA) (set DATA=path/to/household_power_consumption.txt)"; exit 2; }
 	$(PY) -m components.demo --data $(DATA)
 
 bench: install system-deps
