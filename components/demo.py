@@ -55,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     # --- HOOK: serve the model this run trained and call it once with V1 and V2 (serving.client). ---
     from serving.client import serve_and_call_once
 
-    print(f"serving {run.run_dir / 'train' / 'model'} on 127.0.0.1, one forecast per protocol:")
-    serve_and_call_once(run.run_dir / "train" / "model", port=free_port(), predictor_port=free_port())
+    log_path = run.run_dir / "serving.log"
+    print(f"serving {run.run_dir / 'train' / 'model'} on 127.0.0.1 (server logs: {log_path}), "
+          "one forecast per protocol:")
+    with open(log_path, "wb") as log:
+        serve_and_call_once(run.run_dir / "train" / "model", port=free_port(), predictor_port=free_port(), log=log)
     # -------------------------------------------------------------------------------------------------
     return 0
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -55,6 +55,7 @@ class Batch:
     meter_ids: list[str] = field(default_factory=list)
     hours: list[datetime | None] = field(default_factory=list)
     matrix: np.ndarray | None = None
+    event_hours: list[datetime | None] = field(default_factory=list)  # the online rows' hours (entity rows)
 
     def __len__(self) -> int:
         return len(self.meter_ids) if self.kind == "entity" else int(self.matrix.shape[0])
@@ -332,8 +333,12 @@ class OnlineFeatureReader:
         self._views = views
         self._resolved_at = time.monotonic()
 
-    def read(self, meter_ids: Sequence[str], hours: Sequence[datetime | None] | None = None) -> np.ndarray:
-        """Feature matrix in model order; unknown or stale meters raise ``RequestError`` (404 / 422)."""
+    def read(self, meter_ids: Sequence[str], hours: Sequence[datetime | None] | None = None,
+             event_hours_out: list | None = None) -> np.ndarray:
+        """Feature matrix in model order; unknown or stale meters raise ``RequestError`` (404 / 422).
+
+        ``event_hours_out``, when given, receives each row's hour (the hour its features forecast).
+        """
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
@@ -365,7 +370,55 @@ class OnlineFeatureReader:
                     f"{have.isoformat() if have else 'unknown'}, not the requested {wanted.isoformat()}; "
                     f"the online store holds the latest hour only (push or materialise newer readings)",
                     status=422, reason="stale_features")
+        if event_hours_out is not None:
+            event_hours_out[:] = [h.replace(tzinfo=timezone.utc) if h is not None and h.tzinfo is None else h
+                                  for h in event_hours]
         return matrix
+
+
+# --------------------------------------------------------------------------- forecast error
+
+
+class ForecastErrorTracker:
+    """Forecast error once actuals arrive, with no separate actuals feed.
+
+    The online row for hour H carries hour H-1's actual mean power (``usage_lag_1h``) and H-2's
+    (``usage_lag_2h``, which was the persistence forecast for H-1). So when a meter is asked about
+    hour H and this server forecast H-1 for it, both the model's and persistence's errors for H-1
+    are known. Errors are kept over the last ``window`` scored hours, always for both, on the same hours.
+    """
+
+    def __init__(self, features: Sequence[str], window: int = 168, max_pending: int = 100_000):
+        self.lag1, self.lag2 = features.index("usage_lag_1h"), features.index("usage_lag_2h")
+        self.window = window
+        self.max_pending = max_pending
+        self._pending: dict[tuple[str, datetime], float] = {}
+        self._model: deque = deque(maxlen=window)
+        self._persistence: deque = deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def record(self, meter_ids: Sequence[str], hours: Sequence[datetime | None], matrix: np.ndarray,
+               forecasts: Sequence[float]) -> None:
+        """Score earlier forecasts whose actual this batch reveals, then remember this batch's forecasts."""
+        with self._lock:
+            for meter, hour, row, kw in zip(meter_ids, hours, matrix, forecasts):
+                if hour is None:
+                    continue
+                earlier = self._pending.pop((meter, hour - timedelta(hours=1)), None)
+                actual, persistence = row[self.lag1], row[self.lag2]
+                if earlier is not None and not (math.isnan(actual) or math.isnan(persistence)):
+                    self._model.append(abs(earlier - actual))
+                    self._persistence.append(abs(persistence - actual))
+                if len(self._pending) >= self.max_pending:  # meters that never came back
+                    self._pending.pop(next(iter(self._pending)))
+                self._pending[(meter, hour)] = float(kw)
+
+    def mae(self) -> tuple[float | None, float | None, int]:
+        """(model MAE, persistence MAE, hours scored) over the window; None before any hour is scored."""
+        with self._lock:
+            if not self._model:
+                return None, None, 0
+            return float(np.mean(self._model)), float(np.mean(self._persistence)), len(self._model)
 
 
 # --------------------------------------------------------------------------- drift

@@ -26,3 +26,8 @@ DRIFT_DETECTED = Gauge("se_drift_detected", "1 when the feature's p-value is bel
 FEAST_LOOKUP_DURATION = Histogram("se_feast_lookup_duration_seconds", "Feast online-store read latency per request",
                                   buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
 ERRORS = Counter("se_errors", "Requests that failed, by reason", ["reason"])
+FORECAST_MAE = Gauge("se_forecast_mae_kw", "MAE (kW) of this version's next-hour forecasts once the actuals arrived, "
+                     "over the last scored hours", ["model_version"])
+BASELINE_MAE = Gauge("se_baseline_mae_kw", "MAE (kW) of a naive forecast on the same hours as se_forecast_mae_kw",
+                     ["baseline"])
+FORECAST_SCORED_HOURS = Gauge("se_forecast_scored_hours", "Hours behind se_forecast_mae_kw", ["model_version"])

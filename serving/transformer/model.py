@@ -22,8 +22,8 @@ from components.feast_store import FEATURE_SERVICE, open_feature_store
 from components.registry import load_drift_detector, read_metadata
 from components.settings import Settings
 from serving import metrics
-from serving.logic import (Batch, DriftMonitor, OnlineFeatureReader, PredictorUnavailable, RequestError, parse_v1,
-                           parse_v2)
+from serving.logic import (Batch, DriftMonitor, ForecastErrorTracker, OnlineFeatureReader, PredictorUnavailable,
+                           RequestError, parse_v1, parse_v2)
 
 OUTPUT_NAME = "forecast_kw"
 
@@ -78,6 +78,7 @@ class EnergyTransformer(Model):
         self.drift = DriftMonitor(load_drift_detector(self.model_dir), self.features, self.settings.drift_window,
                                   on_result=publish_drift)
         self.drift.start()
+        self.errors = ForecastErrorTracker(self.features, window=self.settings.drift_window)
         self.ready = True
         return self.ready
 
@@ -104,7 +105,7 @@ class EnergyTransformer(Model):
         if batch.kind == "entity":
             start = time.perf_counter()
             try:
-                batch.matrix = self.reader.read(batch.meter_ids, batch.hours)
+                batch.matrix = self.reader.read(batch.meter_ids, batch.hours, event_hours_out=batch.event_hours)
             finally:
                 metrics.FEAST_LOOKUP_DURATION.observe(time.perf_counter() - start)
         self.drift.observe(batch.matrix)
@@ -134,6 +135,13 @@ class EnergyTransformer(Model):
         histogram = metrics.PREDICTION_KW.labels(version)
         for value in kw:
             histogram.observe(value)
+        if state.batch.kind == "entity":
+            self.errors.record(state.batch.meter_ids, state.batch.event_hours, state.batch.matrix, kw)
+            model_mae, persistence_mae, hours = self.errors.mae()
+            if model_mae is not None:
+                metrics.FORECAST_MAE.labels(version).set(model_mae)
+                metrics.BASELINE_MAE.labels("persistence").set(persistence_mae)
+                metrics.FORECAST_SCORED_HOURS.labels(version).set(hours)
         drift = self.drift.status()
         if state.protocol == "v1":
             out = {"predictions": kw.tolist(), "model_version": version, "drift": drift}
