@@ -4,8 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SE := $(VENV)/bin/smart-energy
 DATA ?= ../shared/data/household_power_consumption_2006-12_2007-02.txt
-# Debian packages the tests and benchmarks run for real: promtool + prometheus, redis-server, wrk.
-APT_PACKAGES := prometheus redis-server wrk
+# Debian packages the tests and benchmarks run for real: promtool + prometheus, its pushgateway, redis-server, wrk.
+APT_PACKAGES := prometheus prometheus-pushgateway redis-server wrk
 PYTEST_ARGS ?=
 
 .PHONY: install system-deps test demo bench backtest lock compile cluster clean
@@ -31,7 +31,7 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@# Debian starts these as services on install; our tests start their own on free 127.0.0.1 ports.
-	@-systemctl disable --now redis-server prometheus >/dev/null 2>&1 || true
+	@-systemctl disable --now redis-server prometheus prometheus-pushgateway >/dev/null 2>&1 || true
 
 test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -133,16 +133,20 @@ def register(model: Input[Model], comparison: Input[Artifact], promotion_thresho
 
 @component
 def deploy_request(decision: Input[Artifact], request: Output[Artifact]):
-    """Write the InferenceService patch a deploy would apply (applies nothing)."""
+    """Write the InferenceService patch a deploy would apply (applies nothing); report the run's success."""
     import json
 
     import yaml
 
     from components.pipeline_steps import deploy_request as build_request
+    from components.pipeline_steps import report_success
     from components.settings import get_settings
 
+    settings = get_settings()
     with open(decision.path) as fh:
-        body = build_request(json.load(fh), get_settings())
+        verdict = json.load(fh)
+    body = build_request(verdict, settings)
     with open(request.path, "w") as fh:
         yaml.safe_dump(body, fh, sort_keys=False, width=1000)
     print(yaml.safe_dump(body, sort_keys=False, width=1000))
+    report_success(settings, promoted=bool(verdict["promote"]))  # the last step: the run succeeded

@@ -249,3 +249,27 @@ def evaluation_markdown(comparison: dict[str, Any]) -> str:
     lines += [f"| {name} | {s['mae_kw']:.4f} | {s['rmse_kw']:.4f} | {s['mae_kw'] / persistence - 1:+.1%} |"
               for name, s in rows]
     return "\n".join(lines) + "\n"
+
+
+PIPELINE_JOB = "smart-energy-training"
+
+
+def report_success(settings: Settings, promoted: bool, now: float | None = None) -> bool:
+    """Tell Prometheus (through its Pushgateway) that the pipeline finished; what SmartEnergyPipelineStale watches.
+
+    A batch job has no /metrics endpoint to scrape, so it pushes its completion, as the Prometheus docs
+    advise for service-level batch jobs. No ``SE_PUSHGATEWAY_URL``: nothing to report to (returns False).
+    """
+    import time
+
+    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+    if not settings.pushgateway_url:
+        return False
+    registry = CollectorRegistry()
+    Gauge("se_pipeline_last_success_timestamp_seconds", "When the training pipeline last finished (unix time)",
+          registry=registry).set(time.time() if now is None else now)
+    Gauge("se_pipeline_last_run_promoted", "1 when the last run's model was offered for deployment",
+          registry=registry).set(1 if promoted else 0)
+    push_to_gateway(settings.pushgateway_url, job=PIPELINE_JOB, registry=registry, timeout=10)
+    return True

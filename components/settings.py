@@ -35,6 +35,7 @@ ENV: dict[str, str] = {
     "max_quarantine_fraction": "SE_MAX_QUARANTINE_FRACTION",
     "predictor_host": "SE_PREDICTOR_HOST",
     "prometheus_url": "SE_PROMETHEUS_URL",
+    "pushgateway_url": "SE_PUSHGATEWAY_URL",
     "namespace": "SE_NAMESPACE",
     "inference_service": "SE_INFERENCE_SERVICE",
     "canary_steps": "SE_CANARY_STEPS",
@@ -73,6 +74,7 @@ class Settings:
     max_quarantine_fraction: float = 0.05
     predictor_host: str = "127.0.0.1:8081"
     prometheus_url: str = "http://127.0.0.1:9090"
+    pushgateway_url: str = ""  # host:port of a Prometheus Pushgateway; empty: batch jobs report nothing
     namespace: str = "smart-energy"
     inference_service: str = "energy-forecaster"
     canary_steps: str = "10,25,50,100"

@@ -22,7 +22,8 @@ DEFAULT_PROMOTION_THRESHOLD = 0.01
 # that manifests/ (and the chart) install; kfp.local ignores these and uses the local environment.
 SETTINGS_CONFIG_MAP = "smart-energy-settings"
 SETTINGS_KEYS = ("SE_ARTIFACT_URI", "S3_ENDPOINT", "S3_USE_HTTPS", "AWS_REGION", "SE_MODEL_NAME", "SE_FEATURE_REPO",
-                 "SE_FEATURE_SOURCE", "SE_ONLINE_STORE", "SE_REDIS_CONNECTION", "FEAST_S3_ENDPOINT_URL")
+                 "SE_FEATURE_SOURCE", "SE_ONLINE_STORE", "SE_REDIS_CONNECTION", "SE_PUSHGATEWAY_URL",
+                 "FEAST_S3_ENDPOINT_URL")
 CREDENTIALS_SECRET = "minio-credentials"
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 FEAST_CONFIG_MAP, FEAST_MOUNT = "feast-config", "/etc/feast"

@@ -28,6 +28,8 @@ EXPECTED = {
     ("PrometheusRule", "smart-energy"), ("CronJob", "retrain-daily"), ("Experiment", "energy-forecaster-hpo"),
     ("NetworkPolicy", "default-deny-ingress"), ("NetworkPolicy", "minio-ingress"),
     ("NetworkPolicy", "redis-ingress"), ("NetworkPolicy", "inference-ingress"),
+    ("Deployment", "pushgateway"), ("Service", "pushgateway"), ("ServiceMonitor", "pushgateway"),
+    ("NetworkPolicy", "pushgateway-ingress"),
 }
 
 
@@ -71,7 +73,7 @@ def test_validation_catches_a_misspelt_field():
 
 def test_crds_have_identity(objects):
     crds = [o for o in objects if (o["apiVersion"], o["kind"]) in CRDS]
-    assert len(crds) == 5
+    assert len(crds) == 6
     for obj in crds:
         assert obj["metadata"]["name"] and obj["metadata"]["namespace"] == "smart-energy"
         assert isinstance(obj.get("spec"), dict) and obj["spec"]
@@ -187,7 +189,7 @@ def test_every_pod_is_non_root_with_limits_and_probes(objects):
                 assert where == "InferenceService.predictor", name
                 continue
             assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), f"{name}: unpinned {image}"
-    assert seen == 8
+    assert seen == 9
 
 
 def test_overlays_differ_where_they_should():

@@ -1,0 +1,41 @@
+"""The pipeline reports its success to a real Prometheus Pushgateway (Debian's prometheus-pushgateway)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+import requests
+
+from components.pipeline_steps import PIPELINE_JOB, report_success
+from components.settings import Settings
+from helpers import free_port, start, stop, wait_http
+
+
+@pytest.fixture
+def pushgateway(tmp_path):
+    port = free_port()
+    proc = start(["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"], tmp_path / "pgw.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=30, proc=proc)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+def test_success_is_pushed_with_the_job_label(pushgateway):
+    settings = replace(Settings(), pushgateway_url=pushgateway)
+    assert report_success(settings, promoted=True, now=1_700_000_000.0)
+    text = requests.get(f"http://{pushgateway}/metrics", timeout=5).text
+    line = re.search(r'^se_pipeline_last_success_timestamp_seconds\{(.*)\} (\S+)$', text, re.M)
+    assert line and f'job="{PIPELINE_JOB}"' in line.group(1)
+    assert float(line.group(2)) == 1.7e9
+    assert re.search(r'^se_pipeline_last_run_promoted\{.*\} 1$', text, re.M)
+    assert report_success(settings, promoted=False, now=1_700_000_100.0)  # a later run replaces the group
+    text = requests.get(f"http://{pushgateway}/metrics", timeout=5).text
+    assert "1.7000001e+09" in text and re.search(r'^se_pipeline_last_run_promoted\{.*\} 0$', text, re.M)
+
+
+def test_no_pushgateway_configured_reports_nothing():
+    assert report_success(Settings(pushgateway_url=""), promoted=True) is False
