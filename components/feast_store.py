@@ -31,6 +31,32 @@ class FeatureStoreError(SmartEnergyError):
     """Features asked for are not in the store (unknown meter, never materialised)."""
 
 
+def _read_remote_sources_as_uris() -> None:
+    """Work around Feast 0.47's dask offline store joining an ``s3://`` FileSource path onto the repo path.
+
+    ``feast.infra.offline_stores.dask._read_datasource`` treats every non-absolute path as repo-relative,
+    so ``s3://bucket/x.parquet`` becomes ``<repo>/s3:/bucket/x.parquet`` (FileSource's own
+    ``get_uri_for_file_path`` keeps such URIs). Remote paths are read as URIs here, local ones as before.
+    """
+    from feast.infra.offline_stores import dask as dask_store
+
+    original = dask_store._read_datasource
+    if getattr(original, "smart_energy_patched", False):
+        return
+
+    def read_datasource(data_source, repo_path):
+        if "://" not in data_source.path:
+            return original(data_source, repo_path)
+        import dask.dataframe as dd
+
+        endpoint = data_source.file_options.s3_endpoint_override
+        options = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else None
+        return dd.read_parquet(data_source.path, storage_options=options)
+
+    read_datasource.smart_energy_patched = True
+    dask_store._read_datasource = read_datasource
+
+
 def repo_config(settings: Settings):
     """Feast's RepoConfig: feature_store.yaml with the settings' online store and registry."""
     from feast.repo_config import RepoConfig
@@ -52,6 +78,8 @@ def open_feature_store(settings: Settings | None = None):
 
     settings = settings or get_settings()
     (Path(settings.feature_repo) / "data").mkdir(parents=True, exist_ok=True)
+    if "://" in settings.feature_source:
+        _read_remote_sources_as_uris()
     return FeatureStore(config=repo_config(settings))
 
 
@@ -128,12 +156,17 @@ def online_features(store, meter_ids: list[str]) -> pd.DataFrame:
 
 
 def push(store, hourly: pd.DataFrame) -> pd.DataFrame:
-    """Push the newest feature row of each meter in ``hourly`` (online and offline)."""
+    """Push the newest feature row of each meter in ``hourly``: online, and offline for a local source.
+
+    Feast 0.47 cannot append to an ``s3://`` FileSource (its offline write joins the URI onto the repo
+    path); there the offline parquet is rebuilt by the next `features build` / pipeline run instead.
+    """
     from feast.data_source import PushMode
 
     features = build_feature_frame(hourly)
     latest = features.sort_values("event_timestamp").groupby("meter_id").tail(1).reset_index(drop=True)
-    store.push(PUSH_SOURCE, latest, to=PushMode.ONLINE_AND_OFFLINE)
+    remote = "://" in store.get_data_source("hourly_usage_source").path
+    store.push(PUSH_SOURCE, latest, to=PushMode.ONLINE if remote else PushMode.ONLINE_AND_OFFLINE)
     return latest
 
 
