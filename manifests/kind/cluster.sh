@@ -66,4 +66,4 @@ else
 fi
 kubectl -n smart-energy rollout status statefulset/minio --timeout=300s
 kubectl -n smart-energy rollout status deploy/redis --timeout=300s
-echo "done. Next: manifests/README.md, 'Install on kind', step 4 (first model)."
+echo "done. Next: README.md, Kubernetes, 'Install on kind', step 6 (first model)."
