@@ -227,7 +227,9 @@ def deploy_request(decision: dict[str, Any], settings: Settings) -> dict[str, An
         return {"action": "none", "reason": decision["reason"], "target": target}
     version = decision["version"]
     percent = 100 if decision.get("production_version") is None else int(settings.canary_steps.split(",")[0])
-    uri = f"{settings.artifact_uri.rstrip('/')}/models/{settings.model_name}/{version}"
+    from components.registry import serving_uri
+
+    uri = serving_uri(settings.artifact_uri, settings.model_name, version)
     return {
         "action": "patch", "reason": decision["reason"], "target": target,
         "patch_type": "application/merge-patch+json",

@@ -104,6 +104,15 @@ def stage_version(store: ArtifactStore, name: str, stage: str) -> str | None:
         return None
 
 
+def serving_uri(artifact_uri: str, name: str, version: str) -> str:
+    """The ``storageUri`` that serves ``version`` with KServe's xgboost runtime: the booster file itself.
+
+    The runtime refuses a folder holding more than one ``.json``/``.bst``/``.ubj`` file, and a version
+    folder also holds ``metadata.json``; KServe's storage initializer downloads a single object fine.
+    """
+    return f"{artifact_uri.rstrip('/')}/models/{name}/{version}/{MODEL_FILE}"
+
+
 def list_versions(store: ArtifactStore, name: str) -> list[str]:
     keys = store.list(f"models/{name}")
     return sorted({k.split("/")[2] for k in keys if k.endswith(f"/{METADATA_FILE}") and k.count("/") == 3})

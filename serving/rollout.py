@@ -116,8 +116,10 @@ def decide(
 
 
 def storage_uri(artifact_uri: str, model_name: str, version: str) -> str:
-    """Where a registered version lives (``models/<name>/<version>/`` in the artifact store)."""
-    return f"{artifact_uri.rstrip('/')}/models/{model_name}/{version}"
+    """What the InferenceService serves for a registered version (see ``registry.serving_uri``)."""
+    from components.registry import serving_uri
+
+    return serving_uri(artifact_uri, model_name, version)
 
 
 def canary_patch(uri: str, version: str, percent: int) -> dict[str, Any]:

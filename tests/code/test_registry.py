@@ -55,3 +55,18 @@ def test_sha_mismatch_and_missing_files(tmp_path):
     (path / "model.json").unlink()
     with pytest.raises(ModelIntegrityError, match="not a model directory"):
         load_booster(path)
+
+
+def test_serving_uri_names_exactly_one_booster_file(tmp_path):
+    """KServe's xgboost runtime loads a storageUri only when it holds one .json/.bst/.ubj file; a version
+    folder holds metadata.json too, so the InferenceService must point at the booster itself."""
+    from components.registry import serving_uri
+
+    store = open_store((tmp_path / "store").as_uri())
+    register(store, tiny_model_dir(tmp_path / "m1", "v1"))
+    uri = serving_uri(store.uri, "energy-forecaster", "v1")
+    prefix = uri[len(store.uri) + 1:]
+    fetched = [k for k in store.list("models/energy-forecaster") if k.startswith(prefix)]  # what KServe downloads
+    assert fetched == ["models/energy-forecaster/v1/model.json"]
+    version_folder = [k for k in store.list("models/energy-forecaster/v1") if k.endswith((".json", ".bst", ".ubj"))]
+    assert len(version_folder) > 1  # why pointing at the folder would fail

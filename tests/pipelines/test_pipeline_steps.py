@@ -56,7 +56,7 @@ def test_deploy_request_starts_a_replacement_at_the_first_canary_step():
     body = deploy_request(decision, settings)
     predictor = body["patch"]["spec"]["predictor"]
     assert predictor == {"canaryTrafficPercent": 10,
-                         "model": {"storageUri": "s3://smart-energy/models/energy-forecaster/v2"}}
+                         "model": {"storageUri": "s3://smart-energy/models/energy-forecaster/v2/model.json"}}
     assert body["patch"]["metadata"]["annotations"]["smart-energy.io/model-version"] == "v2"
     assert body["target"]["name"] == settings.inference_service
     assert deploy_request(decision | {"production_version": None}, settings)["patch"]["spec"]["predictor"][

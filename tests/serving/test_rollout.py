@@ -72,7 +72,7 @@ def _isvc() -> dict:
         "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
         "metadata": {"name": "energy-forecaster", "namespace": "smart-energy"},
         "spec": {"predictor": {"model": {"modelFormat": {"name": "xgboost"}, "protocolVersion": "v2",
-                                         "storageUri": "s3://b/models/energy-forecaster/v1"}}},
+                                         "storageUri": "s3://b/models/energy-forecaster/v1/model.json"}}},
     }
 
 
@@ -148,7 +148,7 @@ def test_loop_rolls_back_a_bad_candidate():
     outcome, isvc, _ = _run(replace(GOOD, error_rate=0.5))
     assert outcome == "rolled-back"
     assert isvc.obj["metadata"]["annotations"][rollout.REJECTED_ANNOTATION] == "v2"
-    assert isvc.obj["spec"]["predictor"]["model"]["storageUri"] == "s3://b/models/energy-forecaster/v1"
+    assert isvc.obj["spec"]["predictor"]["model"]["storageUri"] == "s3://b/models/energy-forecaster/v1/model.json"
 
 
 def test_loop_gives_up_without_traffic():
@@ -162,7 +162,7 @@ def test_first_model_is_deployed_without_a_canary():
 
 
 def test_resumes_an_interrupted_canary():
-    obj = merge_patch(_isvc(), canary_patch("s3://b/models/energy-forecaster/v2", "v2", 50))
+    obj = merge_patch(_isvc(), canary_patch("s3://b/models/energy-forecaster/v2/model.json", "v2", 50))
     outcome, isvc, _ = _run(GOOD, obj=obj)
     assert outcome == "promoted"
     assert [p["spec"]["predictor"]["canaryTrafficPercent"] for p in isvc.patches] == [100, None]

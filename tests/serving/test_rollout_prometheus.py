@@ -170,7 +170,7 @@ def test_promotes_the_healthy_candidate(prometheus, traffic, settings):
     percents = [p["spec"]["predictor"].get("canaryTrafficPercent", "absent") for p in isvc.patches]
     assert percents == [50, 100, None]  # None: removed, all traffic to the promoted revision
     final = isvc.get()
-    assert final["spec"]["predictor"]["model"]["storageUri"] == "s3://smart-energy/models/energy-forecaster/v2"
+    assert final["spec"]["predictor"]["model"]["storageUri"] == "s3://smart-energy/models/energy-forecaster/v2/model.json"
     assert "canaryTrafficPercent" not in final["spec"]["predictor"]
     assert final["metadata"]["annotations"][MODEL_VERSION_ANNOTATION] == "v2"
 
@@ -186,7 +186,7 @@ def test_rolls_back_the_bad_candidate(prometheus, traffic, settings):
     assert any("error rate" in line or "p99" in line for line in lines), "\n".join(lines)
     assert [p["spec"]["predictor"].get("canaryTrafficPercent") for p in isvc.patches] == [50, 0, None]
     final = isvc.get()
-    assert final["spec"]["predictor"]["model"]["storageUri"] == "s3://smart-energy/models/energy-forecaster/v2"
+    assert final["spec"]["predictor"]["model"]["storageUri"] == "s3://smart-energy/models/energy-forecaster/v2/model.json"
     assert final["metadata"]["annotations"][REJECTED_ANNOTATION] == "v3"
     # the same candidate is not tried again
     again = Rollout(isvc, PrometheusClient(prometheus), settings, candidate="v3", production="v2", log=lines.append)
