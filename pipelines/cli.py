@@ -38,6 +38,7 @@ def _params(args: argparse.Namespace) -> dict:
 def print_run(run, stream=sys.stdout) -> None:
     """Where a local run's artifacts landed, its metrics, the evaluation table and the deploy request."""
     print(f"\nrun directory: {run.run_dir}", file=stream)
+    print(f"  {'task output (logs)':34s} {run.run_dir / 'tasks.log'}", file=stream)
     for name, path in run.artifacts().items():
         print(f"  {name:34s} {path}", file=stream)
     print("\nmetrics:", file=stream)

@@ -7,8 +7,10 @@ settings. Outputs land under ``pipeline_root/<pipeline>-<timestamp>/<task>/<outp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import time
 import warnings
@@ -22,6 +24,7 @@ from components.settings import REPO_ROOT, Settings, get_settings
 
 STAGES = ["ingest", "quality-gate", "split-holdout", "materialize-features", "train", "evaluate", "register",
           "deploy-request"]
+TASK_LOG = "tasks.log"  # every task's own output, in the run directory
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK_EVENT = re.compile(r"^(?:Executing task '(?P<start>[\w-]+)'|Task '(?P<end>[\w-]+)' finished with status)")
 
@@ -120,16 +123,22 @@ def run_local(data: str | Path, pipeline_root: str | Path | None = None, **argum
     before = set(root.glob(f"{PIPELINE_NAME}-*"))
     clock = _StageClock()
     logging.getLogger().addFilter(clock)
+    # kfp.local prints every task's own output (its executor input, its logs) on stdout; that goes to a
+    # log file beside the run, and the terminal keeps kfp.local's one line per task start and finish.
+    task_log = root / f".{PIPELINE_NAME}-{os.getpid()}-tasks.log"
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open(task_log, "w") as log, contextlib.redirect_stdout(log):
             # the project image is not named "python"; kfp.local warns about that on every task
             warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
             training_pipeline(data_uri=data, **arguments)
     except RuntimeError as err:
         new = sorted(set(root.glob(f"{PIPELINE_NAME}-*")) - before)
         reason = _failure_reason(new[-1]) if new else ""
-        raise PipelineRunError(_ANSI.sub("", str(err)) + (f" Reason: {reason}" if reason else "")) from None
+        kept = task_log.replace(new[-1] / TASK_LOG) if new else task_log
+        raise PipelineRunError(_ANSI.sub("", str(err)) + (f" Reason: {reason}" if reason else "")
+                               + f" Task output: {kept}") from None
     finally:
         logging.getLogger().removeFilter(clock)
     run_dir = sorted(set(root.glob(f"{PIPELINE_NAME}-*")) - before)[-1]
+    task_log.replace(run_dir / TASK_LOG)
     return LocalRun(run_dir=run_dir, seconds=clock.seconds, metrics=_metrics(run_dir))

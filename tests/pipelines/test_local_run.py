@@ -98,6 +98,9 @@ def test_first_model_is_promoted_and_deploy_request_names_it(first_run, pipeline
     assert str(run.run_dir / "train" / "model") in printed
     assert "| persistence |" in printed and f"model {decision['version']}" in printed
     assert "mae_kw=" in printed
+    # the tasks' own output went to the run's log, not the terminal
+    assert "Got executor_input" in (run.run_dir / "tasks.log").read_text()
+    assert "Got executor_input" not in printed
 
 
 def test_second_run_compares_with_production_on_same_hours(first_run, second_run, pipeline_env):

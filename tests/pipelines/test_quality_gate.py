@@ -46,7 +46,9 @@ def test_mostly_bad_file_stops_the_pipeline_at_the_gate(shared_data, pipeline_en
     assert "quality-gate" in message
     assert "quality gate: 66.7% of rows quarantined (2,880 of 4,320)" in message
     assert "out_of_range:Voltage x2,880" in message and "limit 5.0%" in message
-    run_dir = next((tmp_path / "runs").iterdir())
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    assert f"Task output: {run_dir / 'tasks.log'}" in message
+    assert "QualityGateError" in (run_dir / "tasks.log").read_text()  # the traceback is kept for the user
     assert (run_dir / "quality-gate" / "report").read_text().startswith("# Quality gate FAILED")
     assert not (run_dir / "train").exists() and not (run_dir / "register").exists()
     assert open_store(pipeline_env["SE_ARTIFACT_URI"]).list("models") == []
