@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -59,17 +60,23 @@ class _StageClock(logging.Filter):
     A filter on the root logger (not a handler) survives kfp.local swapping the handlers.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, progress=None) -> None:
         super().__init__()
         self.started: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
+        self.progress = progress  # a stream for one line per finished task (the terminal's stderr)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        match = _TASK_EVENT.match(_ANSI.sub("", str(record.getMessage())))
+        message = _ANSI.sub("", str(record.getMessage()))
+        match = _TASK_EVENT.match(message)
         if match and match["start"]:
             self.started[match["start"]] = record.created
         elif match and match["end"] in self.started:
             self.seconds[match["end"]] = record.created - self.started[match["end"]]
+            if self.progress is not None:
+                status = message.rsplit(" ", 1)[-1].rstrip(".")
+                print(f"  {match['end']:22s} {status:8s} {self.seconds[match['end']]:6.1f} s",
+                      file=self.progress, flush=True)
         return True
 
 
@@ -121,11 +128,12 @@ def run_local(data: str | Path, pipeline_root: str | Path | None = None, **argum
     data = str(Path(data).resolve()) if "://" not in str(data) else str(data)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     before = set(root.glob(f"{PIPELINE_NAME}-*"))
-    clock = _StageClock()
+    clock = _StageClock(progress=sys.stderr)
     logging.getLogger().addFilter(clock)
     # kfp.local prints every task's own output (its executor input, its logs) on stdout; that goes to a
     # log file beside the run, and the terminal keeps kfp.local's one line per task start and finish.
     task_log = root / f".{PIPELINE_NAME}-{os.getpid()}-tasks.log"
+    print(f"kfp.local: running {PIPELINE_NAME} on {data} under {root}", file=sys.stderr, flush=True)
     try:
         with warnings.catch_warnings(), open(task_log, "w") as log, contextlib.redirect_stdout(log):
             # the project image is not named "python"; kfp.local warns about that on every task
