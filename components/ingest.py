@@ -20,43 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from components.errors import SmartEnergyError
+from components.hourly import HOURLY_CHANNELS, resample_hourly
+from components.validate import MEASUREMENTS, REASONS, validate_rows
 
-HEADER = [
-    "Date", "Time", "Global_active_power", "Global_reactive_power", "Voltage",
-    "Global_intensity", "Sub_metering_1", "Sub_metering_2", "Sub_metering_3",
-]
-MEASUREMENTS = HEADER[2:]
-SUB_METERS = ["Sub_metering_1", "Sub_metering_2", "Sub_metering_3"]
-
-# Physical plausibility (inclusive bounds). Voltage: 230 V +/- 15 %, wider than EN 50160's
-# +/- 10 % so that real sags and swells pass and only instrument faults are caught.
-RANGES: dict[str, tuple[float, float]] = {
-    "Global_active_power": (0.0, 25.0),  # kW
-    "Global_reactive_power": (0.0, 25.0),  # kVAR
-    "Voltage": (195.5, 264.5),  # V
-    "Global_intensity": (0.0, 120.0),  # A
-    "Sub_metering_1": (0.0, 25_000 / 60),  # Wh in one minute
-    "Sub_metering_2": (0.0, 25_000 / 60),
-    "Sub_metering_3": (0.0, 25_000 / 60),
-}
-SUBMETER_TOLERANCE_WH = 1.0  # readings are rounded to 1 Wh
-
-# hourly output column -> (raw column, scale to kW)
-HOURLY_CHANNELS = {
-    "global_active_power_kw": ("Global_active_power", 1.0),
-    "global_reactive_power_kw": ("Global_reactive_power", 1.0),
-    "voltage_v": ("Voltage", 1.0),
-    "global_intensity_a": ("Global_intensity", 1.0),
-    "sub_metering_1_kw": ("Sub_metering_1", 60 / 1000),  # Wh per minute -> mean kW
-    "sub_metering_2_kw": ("Sub_metering_2", 60 / 1000),
-    "sub_metering_3_kw": ("Sub_metering_3", 60 / 1000),
-}
-
+HEADER = ["Date", "Time", *MEASUREMENTS]
 
 class IngestError(SmartEnergyError):
     """The input is not a readable UCI-format meter file; the message says why in one line."""
@@ -232,105 +203,6 @@ def _numeric_columns(table: pa.Table, as_string: bool) -> tuple[dict[str, np.nda
     return values, non_numeric
 
 
-REASONS = [
-    "", "empty_row", "bad_timestamp", "non_numeric", "partial_missing",
-    *(f"out_of_range:{c}" for c in RANGES), "submeters_exceed_total", "duplicate_timestamp", "out_of_order",
-]
-_CODE = {name: code for code, name in enumerate(REASONS)}
-
-
-def _rules(ts: np.ndarray, values: dict[str, np.ndarray], non_numeric: np.ndarray, all_null: np.ndarray):
-    """(reason, mask) for each row-level rule, in priority order; computed lazily on any row subset."""
-    nulls = [np.isnan(values[c]) for c in MEASUREMENTS]
-    yield "empty_row", (ts < 0) & all_null
-    yield "bad_timestamp", ts < 0
-    yield "non_numeric", non_numeric
-    yield "partial_missing", np.logical_or.reduce(nulls) & ~all_null
-    present = ~all_null
-    with np.errstate(invalid="ignore"):
-        for col, (lo, hi) in RANGES.items():
-            v = values[col]
-            yield f"out_of_range:{col}", present & ((v < lo) | (v > hi))
-        sub_wh = values[SUB_METERS[0]] + values[SUB_METERS[1]] + values[SUB_METERS[2]]
-        total_wh = values["Global_active_power"] * (1000 / 60)
-        yield "submeters_exceed_total", present & (sub_wh > total_wh + SUBMETER_TOLERANCE_WH)
-
-
-def _validate(ts: np.ndarray, values: dict[str, np.ndarray], non_numeric: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: a status (0 valid, 1 missing, 2 quarantined) and a reason code into ``REASONS`` (the first rule broken)."""
-    n = len(ts)
-    reason = np.zeros(n, dtype=np.int8)
-    null_count = np.zeros(n, dtype=np.int8)
-    for c in MEASUREMENTS:
-        null_count += np.isnan(values[c])
-    all_null = (null_count == len(MEASUREMENTS)) & ~non_numeric
-
-    # One cheap pass finds the rows that break any rule; reasons are then worked out on those rows only.
-    bad = np.zeros(n, dtype=bool)
-    for _, mask in _rules(ts, values, non_numeric, all_null):
-        bad |= mask
-    rows = np.flatnonzero(bad)
-    if len(rows):
-        sub = {c: values[c][rows] for c in MEASUREMENTS}
-        code = np.zeros(len(rows), dtype=np.int8)
-        for why, mask in _rules(ts[rows], sub, non_numeric[rows], all_null[rows]):
-            code[mask & (code == 0)] = _CODE[why]
-        reason[rows] = code
-
-    # Order checks among rows whose timestamp parsed: a repeat of an earlier timestamp is a
-    # duplicate; one earlier than a timestamp already seen is out of order. Skipped when the
-    # timestamps are strictly increasing, as a healthy meter's are.
-    idx = np.flatnonzero(ts >= 0)
-    if len(idx) > 1 and not np.all(np.diff(ts[idx]) > 0):
-        dup = pd.Series(ts[idx]).duplicated(keep="first").to_numpy()
-        ordered = idx[~dup]
-        prior_max = np.maximum.accumulate(np.concatenate([[-1], ts[ordered][:-1]]))
-        late = ordered[ts[ordered] < prior_max]
-        for why, where in (("duplicate_timestamp", idx[dup]), ("out_of_order", late)):
-            where = where[reason[where] == 0]
-            reason[where] = _CODE[why]
-
-    status = np.where(reason != 0, 2, np.where(all_null, 1, 0)).astype(np.int8)
-    return status, reason
-
-
-def resample_hourly(
-    ts: np.ndarray, values: dict[str, np.ndarray], valid: np.ndarray, meter_id: str, min_minutes: int
-) -> pd.DataFrame:
-    """Hourly means of each channel over the valid minutes, on a continuous hourly grid.
-
-    Hours with fewer than ``min_minutes`` valid minutes keep what was measured but are flagged
-    ``is_complete=False``; hours with none have NaN means. Nothing is interpolated.
-    """
-    columns = ["meter_id", "timestamp", *HOURLY_CHANNELS, "energy_kwh", "last_15min_kw", "valid_minutes", "is_complete"]
-    vts = ts[valid]
-    if len(vts) == 0:
-        return pd.DataFrame(columns=columns)
-    hours = vts // 3600
-    first, last = int(hours.min()), int(hours.max())
-    slot = hours - first
-    n_hours = last - first + 1
-    counts = np.bincount(slot, minlength=n_hours)
-    out: dict[str, object] = {
-        "meter_id": np.full(n_hours, meter_id, dtype=object),
-        "timestamp": pd.to_datetime((np.arange(n_hours) + first) * 3600, unit="s", utc=True),
-    }
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for name, (raw, scale) in HOURLY_CHANNELS.items():
-            sums = np.bincount(slot, weights=values[raw][valid], minlength=n_hours)
-            out[name] = np.where(counts > 0, sums / counts * scale, np.nan)
-    out["energy_kwh"] = np.bincount(slot, weights=values["Global_active_power"][valid], minlength=n_hours) / 60
-    # the hour's last quarter: the freshest reading a next-hour forecast can use
-    late = (vts % 3600) >= 45 * 60
-    late_counts = np.bincount(slot[late], minlength=n_hours)
-    late_sums = np.bincount(slot[late], weights=values["Global_active_power"][valid][late], minlength=n_hours)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["last_15min_kw"] = np.where(late_counts > 0, late_sums / late_counts, np.nan)
-    out["valid_minutes"] = counts.astype(np.int16)
-    out["is_complete"] = counts >= min_minutes
-    return pd.DataFrame(out, columns=columns)
-
-
 def _original_lines(path: Path, line_numbers: set[int]) -> dict[int, str]:
     """The raw text of the given 1-based line numbers (one pass, only when rows were rejected)."""
     found: dict[int, str] = {}
@@ -376,7 +248,7 @@ def ingest_file(path: str | Path, meter_id: str = "household-1", min_minutes: in
 
     ts = _parse_timestamps(table)
     values, non_numeric = _numeric_columns(table, numeric_as_string)
-    status, reason = _validate(ts, values, non_numeric)
+    status, reason = validate_rows(ts, values, non_numeric)
 
     # Line number of each parsed row: header is line 1, malformed rows were skipped in between.
     skipped = np.array(sorted(n for n, _ in bad_rows), dtype=np.int64)
