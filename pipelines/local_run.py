@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path

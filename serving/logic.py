@@ -2,20 +2,17 @@
 
 - ``parse_v1`` / ``parse_v2``: turn a request into a ``Batch`` (entity rows or a feature matrix),
   refusing bad input with a ``RequestError`` that names the problem and carries its HTTP status.
-- ``OnlineFeatureReader``: the Feast online lookup for entity requests.
 - ``forecast``: the XGBoost call (the same numbers as ``Booster.predict(DMatrix(...))``).
-- ``DriftMonitor``: Alibi Detect over a sliding window, run by a background thread.
+
+The Feast lookup is in ``serving/online.py``; drift and forecast-error monitoring in ``serving/monitors.py``.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any, Sequence
 
 import numpy as np
 import orjson
@@ -24,9 +21,6 @@ from components.errors import SmartEnergyError
 
 MAX_BATCH_ROWS = 1000  # a utility sends one request per meter-batch; larger batches get 413
 MAX_BODY_BYTES = 4 * 2**20  # ~1000 rows of 23 features as JSON fit well inside
-DRIFT_MIN_ROWS = 24  # KS on fewer complete rows says nothing
-DRIFT_CHECK_SECONDS = 5.0  # a 168-row window changes slowly; each check holds the GIL for a few ms
-FEATURE_VIEW_REFRESH_SECONDS = 300.0
 NUMERIC_DATATYPES = {"FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 ENTITY_FIELDS = ("meter_id", "timestamp")
 
@@ -298,199 +292,3 @@ def _text(value: Any) -> Any:
 def forecast(booster: Any, matrix: np.ndarray) -> np.ndarray:
     """Next-hour kW per row; ``inplace_predict`` gives the numbers of ``booster.predict(DMatrix(matrix))``."""
     return booster.inplace_predict(np.ascontiguousarray(matrix, dtype=np.float32)).astype(np.float64).ravel()
-
-
-# --------------------------------------------------------------------------- Feast
-
-
-class OnlineFeatureReader:
-    """Reads the feature service's views from Feast's online store, one ``online_read`` per view.
-
-    ``FeatureStore.get_online_features`` deserialises the registry's views on every call (~6 ms here);
-    this resolves them once (and again every ``FEATURE_VIEW_REFRESH_SECONDS``) and reads through the
-    same provider and entity-key encoding, so the features are Feast's, at ~0.1 ms.
-    """
-
-    def __init__(self, store: Any, service_name: str, features: Sequence[str]):
-        self.store = store
-        self.service_name = service_name
-        self.features = list(features)
-        self._views: list[tuple[Any, list[int], list[str]]] = []
-        self._resolved_at = -math.inf
-
-    def _resolve(self) -> None:
-        service = self.store.get_feature_service(self.service_name)
-        index = {name: i for i, name in enumerate(self.features)}
-        views, seen = [], set()
-        for projection in service.feature_view_projections:
-            view = self.store.get_feature_view(projection.name)
-            names = [f.name for f in projection.features if f.name in index]
-            views.append((view, [index[n] for n in names], names))
-            seen.update(names)
-        missing = [f for f in self.features if f not in seen]
-        if missing:
-            raise SmartEnergyError(f"feature service {self.service_name} lacks model feature(s) {', '.join(missing)}")
-        self._views = views
-        self._resolved_at = time.monotonic()
-
-    def read(self, meter_ids: Sequence[str], hours: Sequence[datetime | None] | None = None,
-             event_hours_out: list | None = None) -> np.ndarray:
-        """Feature matrix in model order; unknown or stale meters raise ``RequestError`` (404 / 422).
-
-        ``event_hours_out``, when given, receives each row's hour (the hour its features forecast).
-        """
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        if time.monotonic() - self._resolved_at > FEATURE_VIEW_REFRESH_SECONDS:
-            self._resolve()
-        keys = [EntityKey(join_keys=["meter_id"], entity_values=[Value(string_val=m)]) for m in meter_ids]
-        provider = self.store._get_provider()
-        matrix = np.full((len(meter_ids), len(self.features)), np.nan)
-        event_hours: list[datetime | None] = [None] * len(meter_ids)
-        for view, columns, names in self._views:
-            for row, (event_ts, values) in enumerate(provider.online_read(self.store.config, view, keys, names)):
-                if values is None:
-                    raise RequestError(f"no online features for meter {meter_ids[row]!r} in {view.name} (unknown "
-                                       f"meter, or its features were never materialised)",
-                                       status=404, reason="unknown_meter")
-                for col, name in zip(columns, names):
-                    proto = values.get(name)
-                    kind = proto.WhichOneof("val") if proto is not None else None
-                    if kind is not None:
-                        matrix[row, col] = float(getattr(proto, kind))
-                if event_ts is not None:
-                    event_hours[row] = max(event_hours[row] or event_ts, event_ts)
-        for row, wanted in enumerate(hours or []):
-            have = event_hours[row]
-            have = have.replace(tzinfo=timezone.utc) if have is not None and have.tzinfo is None else have
-            if wanted is not None and have != wanted:
-                raise RequestError(
-                    f"online features for meter {meter_ids[row]!r} are for hour "
-                    f"{have.isoformat() if have else 'unknown'}, not the requested {wanted.isoformat()}; "
-                    f"the online store holds the latest hour only (push or materialise newer readings)",
-                    status=422, reason="stale_features")
-        if event_hours_out is not None:
-            event_hours_out[:] = [h.replace(tzinfo=timezone.utc) if h is not None and h.tzinfo is None else h
-                                  for h in event_hours]
-        return matrix
-
-
-# --------------------------------------------------------------------------- forecast error
-
-
-class ForecastErrorTracker:
-    """Forecast error once actuals arrive, with no separate actuals feed.
-
-    The online row for hour H carries hour H-1's actual mean power (``usage_lag_1h``) and H-2's
-    (``usage_lag_2h``, which was the persistence forecast for H-1). So when a meter is asked about
-    hour H and this server forecast H-1 for it, both the model's and persistence's errors for H-1
-    are known. Errors are kept over the last ``window`` scored hours, always for both, on the same hours.
-    """
-
-    def __init__(self, features: Sequence[str], window: int = 168, max_pending: int = 100_000):
-        self.lag1, self.lag2 = features.index("usage_lag_1h"), features.index("usage_lag_2h")
-        self.window = window
-        self.max_pending = max_pending
-        self._pending: dict[tuple[str, datetime], float] = {}
-        self._model: deque = deque(maxlen=window)
-        self._persistence: deque = deque(maxlen=window)
-        self._lock = threading.Lock()
-
-    def record(self, meter_ids: Sequence[str], hours: Sequence[datetime | None], matrix: np.ndarray,
-               forecasts: Sequence[float]) -> None:
-        """Score earlier forecasts whose actual this batch reveals, then remember this batch's forecasts."""
-        with self._lock:
-            for meter, hour, row, kw in zip(meter_ids, hours, matrix, forecasts):
-                if hour is None:
-                    continue
-                earlier = self._pending.pop((meter, hour - timedelta(hours=1)), None)
-                actual, persistence = row[self.lag1], row[self.lag2]
-                if earlier is not None and not (math.isnan(actual) or math.isnan(persistence)):
-                    self._model.append(abs(earlier - actual))
-                    self._persistence.append(abs(persistence - actual))
-                if len(self._pending) >= self.max_pending:  # meters that never came back
-                    self._pending.pop(next(iter(self._pending)))
-                self._pending[(meter, hour)] = float(kw)
-
-    def mae(self) -> tuple[float | None, float | None, int]:
-        """(model MAE, persistence MAE, hours scored) over the window; None before any hour is scored."""
-        with self._lock:
-            if not self._model:
-                return None, None, 0
-            return float(np.mean(self._model)), float(np.mean(self._persistence)), len(self._model)
-
-
-# --------------------------------------------------------------------------- drift
-
-
-class DriftMonitor:
-    """Alibi Detect over the last ``window`` feature rows, checked by a daemon thread, never on a request.
-
-    ``observe`` only appends to a bounded deque; the thread runs the detector when new rows arrived
-    and publishes ``status()`` and, through ``on_result``, the metrics.
-    """
-
-    def __init__(self, detector: Any, features: Sequence[str], window: int,
-                 min_rows: int = DRIFT_MIN_ROWS, interval: float = DRIFT_CHECK_SECONDS,
-                 on_result: Callable[[dict[str, float], dict[str, bool]], None] | None = None):
-        self.detector = detector
-        self.features = list(features)
-        self.min_rows = min(min_rows, window)
-        self.interval = interval
-        self.on_result = on_result
-        self._rows: deque = deque(maxlen=window)
-        self._lock = threading.Lock()
-        self._new_rows = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._status: dict[str, Any] = {"status": "unavailable" if detector is None else "warming_up",
-                                        "drifted_features": [], "window_rows": 0, "checked_at": None}
-
-    def observe(self, matrix: np.ndarray) -> None:
-        with self._lock:
-            self._rows.extend(matrix)
-            self._new_rows += len(matrix)
-
-    def status(self) -> dict[str, Any]:
-        return self._status
-
-    def start(self) -> None:
-        if self.detector is not None and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="drift-monitor", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.check()
-            except Exception as err:  # a detector failure must not stop monitoring
-                self._status = {**self._status, "status": "error", "error": str(err)[:200]}
-
-    def check(self) -> dict[str, Any]:
-        """Run the detector on the current window (when new rows arrived); returns the status."""
-        with self._lock:
-            if self._new_rows == 0 or self.detector is None:
-                return self._status
-            self._new_rows = 0
-            window = np.array(self._rows, dtype=np.float32)
-        complete = window[~np.isnan(window).any(axis=1)]
-        if len(complete) < self.min_rows:
-            self._status = {"status": "warming_up", "drifted_features": [], "window_rows": int(len(complete)),
-                            "checked_at": None}
-            return self._status
-        result = self.detector.predict(complete, return_p_val=True)["data"]
-        p_values = np.atleast_1d(result["p_val"])
-        threshold = float(result["threshold"])
-        p_by_feature = {f: float(p) for f, p in zip(self.features, p_values)}
-        drifted = {f: p < threshold for f, p in p_by_feature.items()}
-        self._status = {"status": "drift" if result["is_drift"] else "no_drift",
-                        "drifted_features": [f for f, d in drifted.items() if d],
-                        "window_rows": int(len(complete)),
-                        "checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        if self.on_result:
-            self.on_result(p_by_feature, drifted)
-        return self._status

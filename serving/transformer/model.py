@@ -22,8 +22,9 @@ from components.feast_store import FEATURE_SERVICE, open_feature_store
 from components.registry import load_drift_detector, read_metadata
 from components.settings import Settings
 from serving import metrics
-from serving.logic import (Batch, DriftMonitor, ForecastErrorTracker, OnlineFeatureReader, PredictorUnavailable,
-                           RequestError, parse_v1, parse_v2)
+from serving.logic import Batch, PredictorUnavailable, RequestError, parse_v1, parse_v2
+from serving.monitors import DriftMonitor, ForecastErrorTracker
+from serving.online import OnlineFeatureReader
 
 OUTPUT_NAME = "forecast_kw"
 

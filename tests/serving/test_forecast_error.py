@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 import shutil
@@ -15,7 +14,7 @@ import requests
 
 from components.features import FEATURES
 from helpers import PYTHON, free_port, start, stop, wait_http
-from serving.logic import ForecastErrorTracker
+from serving.monitors import ForecastErrorTracker
 
 H0 = datetime(2007, 1, 10, 12, tzinfo=timezone.utc)
 
