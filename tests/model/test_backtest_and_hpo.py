@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,12 +14,9 @@ from components.train import DEFAULT_PARAMS, train
 
 def test_backtest_cli_writes_weekly_scores_and_plot(shared_data, tmp_path, feature_repo_copy):
     out = tmp_path / "bt"
-    env = {"SE_FEATURE_REPO": str(feature_repo_copy), "PATH": ""}
-    import os
-
     proc = subprocess.run([sys.executable, "-m", "components.cli", "backtest", "--data", str(shared_data),
                            "--out", str(out), "--weeks", "2"], capture_output=True, text=True,
-                          env={**os.environ, **env})
+                          env={**os.environ, "SE_FEATURE_REPO": str(feature_repo_copy)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)
     assert summary["weeks"] == 2 and summary["hours"] > 300
