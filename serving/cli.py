@@ -41,6 +41,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         except (KeyboardInterrupt, SystemExit):
             pass
         finally:
+            # a second signal (Ctrl-C twice, or `timeout` forwarding its TERM) must not cut the clean-up short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             servers.stop()
         return 0
 
