@@ -113,6 +113,28 @@ def serving_uri(artifact_uri: str, name: str, version: str) -> str:
     return f"{artifact_uri.rstrip('/')}/models/{name}/{version}/{MODEL_FILE}"
 
 
+def resolve_model_dir(ref: str | Path | None, dest: str | Path, settings=None) -> Path:
+    """A local, verified model directory for ``ref``.
+
+    ``ref`` is a local directory; or ``<store URI>/models/<name>/<version or stage>`` (``s3://``/``file://``),
+    downloaded into ``dest``; or None: the production model of ``SE_MODEL_NAME`` in ``SE_ARTIFACT_URI``.
+    """
+    from components.settings import get_settings
+    from components.storage import open_store
+
+    settings = settings or get_settings()
+    if ref is None:
+        return download(open_store(settings=settings), settings.model_name, "production", dest)
+    if "://" not in str(ref):
+        read_metadata(ref)
+        return Path(ref)
+    base, marker, rest = str(ref).rstrip("/").rpartition("/models/")
+    parts = rest.split("/")
+    if not marker or len(parts) != 2:
+        raise SmartEnergyError(f"model URI {ref!r} must look like <store>/models/<name>/<version or stage>")
+    return download(open_store(base, settings), parts[0], parts[1], dest)
+
+
 def list_versions(store: ArtifactStore, name: str) -> list[str]:
     keys = store.list(f"models/{name}")
     return sorted({k.split("/")[2] for k in keys if k.endswith(f"/{METADATA_FILE}") and k.count("/") == 3})

@@ -9,19 +9,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from components.registry import resolve_model_dir
 from components.settings import get_settings
 
 DEFAULT_PORT = 8080
 DEFAULT_PREDICTOR_PORT = 8081
-
-
-def production_model_dir(dest: Path) -> Path:
-    """The registry's production model, downloaded (and sha256-checked) into ``dest``."""
-    from components.registry import download
-    from components.storage import open_store
-
-    settings = get_settings()
-    return download(open_store(), settings.model_name, "production", dest)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -29,7 +21,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     with tempfile.TemporaryDirectory(prefix="se-serve-") as tmp:
-        model_dir = args.model_dir or production_model_dir(Path(tmp) / "model")
+        model_dir = resolve_model_dir(args.model_dir, Path(tmp) / "model", settings)
         servers = start_local(model_dir, args.port, args.predictor_port, settings)
         print(f"serving {settings.model_name} from {model_dir}: transformer {servers.url} "
               f"(V1 /v1/models/{settings.model_name}:predict, V2 /v2/models/{settings.model_name}/infer), "

@@ -35,7 +35,8 @@ def base_parser(settings: Settings, description: str) -> argparse.ArgumentParser
     parser = argparse.ArgumentParser(parents=[kserve.model_server.parser], description=description)
     parser.set_defaults(model_name=settings.model_name, enable_grpc=False, enable_latency_logging=False)
     parser.add_argument("--model_dir", default=None,
-                        help="model directory (model.json, metadata.json, drift/) as `train --model-dir` writes it")
+                        help="model directory as `train --model-dir` writes it, or <store>/models/<name>/<version or "
+                             "stage> (s3:// or file://); default: the registry's production model")
     parser.add_argument("--log_requests", action="store_true", help="log one access line per request")
     return parser
 

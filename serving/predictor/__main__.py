@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 
 from components.errors import SmartEnergyError
 from components.settings import get_settings
 from serving.predictor.model import EnergyPredictor
+from components.registry import resolve_model_dir
 from serving.server import base_parser, start_server
 
 DEFAULT_NTHREAD = 1  # one row per request: threads cost more than they give
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(get_settings(), "Smart Energy XGBoost predictor (KServe V1 + V2).")
+    settings = get_settings()
+    parser = base_parser(settings, "Smart Energy XGBoost predictor (KServe V1 + V2).")
     parser.add_argument("--nthread", type=int, default=DEFAULT_NTHREAD, help="XGBoost threads")
     args, _ = parser.parse_known_args(argv)
-    if not args.model_dir:
-        parser.error("--model_dir is required")
-    model = EnergyPredictor(args.model_name, args.model_dir, args.nthread)
     try:
+        model_dir = resolve_model_dir(args.model_dir, tempfile.mkdtemp(prefix="se-predictor-"), settings)
+        model = EnergyPredictor(args.model_name, str(model_dir), args.nthread)
         model.load()
     except SmartEnergyError as err:
         print(f"predictor: error: {err}", file=sys.stderr)

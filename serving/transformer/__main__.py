@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 
 import kserve
 
 from components.errors import SmartEnergyError
+from components.registry import resolve_model_dir
 from components.settings import get_settings
 from serving.server import base_parser, start_server
 from serving.transformer.model import EnergyTransformer
@@ -21,12 +23,12 @@ def main(argv: list[str] | None = None) -> int:
                         predictor_request_timeout_seconds=DEFAULT_PREDICTOR_TIMEOUT_SECONDS,
                         enable_predictor_health_check=True)
     args, _ = parser.parse_known_args(argv)
-    if not args.model_dir:
-        parser.error("--model_dir is required (metadata.json and the drift detector)")
     if args.predictor_protocol != "v2":
         parser.error("--predictor_protocol must be v2 (the predictor request carries one tensor per feature)")
-    model = EnergyTransformer(args.model_name, args.model_dir, settings)
     try:
+        # metadata and drift detector: a local dir, a registry URI, or (no flag, as in the cluster) production
+        model_dir = resolve_model_dir(args.model_dir, tempfile.mkdtemp(prefix="se-transformer-"), settings)
+        model = EnergyTransformer(args.model_name, str(model_dir), settings)
         model.load()
     except SmartEnergyError as err:
         print(f"transformer: error: {err}", file=sys.stderr)

@@ -11,6 +11,7 @@ import xgboost as xgb
 from components.registry import (
     ModelIntegrityError, download, list_versions, load_booster, register, set_stage, stage_version, write_model_dir,
 )
+from components.errors import SmartEnergyError
 from components.storage import ArtifactNotFound, open_store
 
 
@@ -70,3 +71,24 @@ def test_serving_uri_names_exactly_one_booster_file(tmp_path):
     assert fetched == ["models/energy-forecaster/v1/model.json"]
     version_folder = [k for k in store.list("models/energy-forecaster/v1") if k.endswith((".json", ".bst", ".ubj"))]
     assert len(version_folder) > 1  # why pointing at the folder would fail
+
+
+def test_resolve_model_dir_from_path_uri_stage_and_default(tmp_path):
+    from dataclasses import replace
+
+    from components.registry import resolve_model_dir
+    from components.settings import Settings
+
+    store = open_store((tmp_path / "store").as_uri())
+    local = tiny_model_dir(tmp_path / "m1", "v1")
+    register(store, local)
+    set_stage(store, "energy-forecaster", "production", "v1")
+    assert resolve_model_dir(local, tmp_path / "unused") == local
+    by_version = resolve_model_dir(f"{store.uri}/models/energy-forecaster/v1", tmp_path / "a")
+    by_stage = resolve_model_dir(f"{store.uri}/models/energy-forecaster/production", tmp_path / "b")
+    settings = replace(Settings(), artifact_uri=store.uri)
+    default = resolve_model_dir(None, tmp_path / "c", settings)
+    for got in (by_version, by_stage, default):
+        assert json.loads((got / "metadata.json").read_text())["version"] == "v1"
+    with pytest.raises(SmartEnergyError, match="must look like"):
+        resolve_model_dir(f"{store.uri}/somewhere/else", tmp_path / "d")
