@@ -21,7 +21,6 @@ from components.settings import Settings
 DEFAULT_HOLDOUT_DAYS = 28
 MIN_TRAINING_DAYS = 8  # one week for the 168 h lag plus a day, as features.check_history asks
 STOPPED = "**Stopped:** "  # how the gate's report states the reason it stopped the run
-MODEL_VERSION_ANNOTATION = "smart-energy.io/model-version"  # the annotation serving/rollout.py reads
 
 
 class QualityGateError(SmartEnergyError):
@@ -225,16 +224,15 @@ def deploy_request(decision: dict[str, Any], settings: Settings) -> dict[str, An
               "namespace": settings.namespace, "name": settings.inference_service}
     if not decision["promote"]:
         return {"action": "none", "reason": decision["reason"], "target": target}
-    version = decision["version"]
-    percent = 100 if decision.get("production_version") is None else int(settings.canary_steps.split(",")[0])
-    from components.registry import serving_uri
+    from serving.rollout import canary_patch, parse_steps, storage_uri  # the patch the controller itself sends
 
-    uri = serving_uri(settings.artifact_uri, settings.model_name, version)
+    version = decision["version"]
+    percent = 100 if decision.get("production_version") is None else parse_steps(settings.canary_steps)[0]
+    uri = storage_uri(settings.artifact_uri, settings.model_name, version)
     return {
         "action": "patch", "reason": decision["reason"], "target": target,
         "patch_type": "application/merge-patch+json",
-        "patch": {"metadata": {"annotations": {MODEL_VERSION_ANNOTATION: version}},
-                  "spec": {"predictor": {"canaryTrafficPercent": percent, "model": {"storageUri": uri}}}},
+        "patch": canary_patch(uri, version, percent),
     }
 
 
