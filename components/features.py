@@ -117,6 +117,11 @@ def labels(hourly: pd.DataFrame) -> pd.DataFrame:
     return out.dropna(subset=["target_kw"]).reset_index(drop=True)
 
 
+def window_start(last_timestamp: pd.Timestamp, days: int) -> pd.Timestamp:
+    """Midnight ``days`` days before the end of the day holding ``last_timestamp``: where a hold-out begins."""
+    return pd.Timestamp(last_timestamp).floor("D") + pd.Timedelta(days=1) - pd.Timedelta(days=days)
+
+
 def check_history(hourly: pd.DataFrame, min_hours: int = 24 * 7 + 24, max_gap_hours: int = 24) -> None:
     """Refuse data that cannot give honest lags: too few hours, or a gap of ``max_gap_hours`` or more.
 

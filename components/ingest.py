@@ -309,14 +309,12 @@ def write_outputs(result: IngestResult, out_dir: str | Path) -> dict[str, Path]:
 
 def _fetch_uri(uri: str) -> Path:
     """Copy an artifact-store object (or an ingest "directory"'s hourly.parquet) to a local temp file."""
-    from components.storage import open_store
+    from components.storage import download_object
 
-    base, _, name = uri.rstrip("/").rpartition("/")
+    name = uri.rstrip("/").rpartition("/")[2]
     if "." not in name:  # a directory: the ingest output's hourly frame
-        base, name = uri.rstrip("/"), "hourly.parquet"
-    local = Path(tempfile.mkdtemp(prefix="smart-energy-")) / name
-    local.write_bytes(open_store(base).get_bytes(name))
-    return local
+        uri, name = f"{uri.rstrip('/')}/hourly.parquet", "hourly.parquet"
+    return download_object(uri, Path(tempfile.mkdtemp(prefix="smart-energy-")) / name)
 
 
 def load_hourly(path: str | Path) -> pd.DataFrame:

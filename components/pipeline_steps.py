@@ -37,12 +37,9 @@ def fetch_raw(data_uri: str, dest_dir: str | Path, settings: Settings) -> Path:
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     if parsed.scheme == "s3":
-        from components.storage import open_store
+        from components.storage import download_object
 
-        store = open_store(f"s3://{parsed.netloc}", settings)
-        target = dest_dir / Path(parsed.path).name
-        target.write_bytes(store.get_bytes(parsed.path.lstrip("/")))
-        return target
+        return download_object(data_uri, dest_dir / Path(parsed.path).name, settings)
     if parsed.scheme not in ("", "file"):
         raise SmartEnergyError(f"unsupported data URI {data_uri!r} (use a path, file:// or s3://)")
     source = Path(unquote(parsed.path) if parsed.scheme == "file" else data_uri)
@@ -105,8 +102,9 @@ def quality_markdown(quality: dict[str, Any], max_quarantine_fraction: float) ->
 
 def holdout_cutoff(last_timestamp: str, holdout_days: int = DEFAULT_HOLDOUT_DAYS) -> str:
     """Start of the evaluation window: midnight ``holdout_days`` before the end of the last day with readings."""
-    end = pd.Timestamp(last_timestamp).tz_localize(None).floor("D") + pd.Timedelta(days=1)
-    return (end - pd.Timedelta(days=holdout_days)).isoformat()
+    from components.features import window_start
+
+    return window_start(pd.Timestamp(last_timestamp).tz_localize(None), holdout_days).isoformat()
 
 
 def split_history_holdout(raw: Path, first_timestamp: str, cutoff: str, history_dir: str | Path,

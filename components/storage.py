@@ -92,6 +92,7 @@ class S3Store:
             secure=settings.s3_use_https,
             region=settings.s3_region,
         )
+        self.settings = settings
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
@@ -147,6 +148,15 @@ class S3Store:
             for o in self.client.list_objects(self.bucket, prefix=full, recursive=True)
             if not o.is_dir
         )
+
+
+def download_object(uri: str, dest: str | Path, settings: Settings | None = None) -> Path:
+    """Copy the object at ``uri`` (``s3://bucket/key`` or ``file://...``) to the local file ``dest``."""
+    base, _, key = uri.rstrip("/").rpartition("/")
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(open_store(base, settings).get_bytes(key))
+    return dest
 
 
 def open_store(uri: str | None = None, settings: Settings | None = None) -> ArtifactStore:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from components.features import FEATURES, check_history, labels
+from components.features import FEATURES, check_history, labels, window_start
 from components.ingest import load_hourly
 from components.registry import write_model_dir
 from components.settings import Settings, get_settings
@@ -51,7 +51,7 @@ def time_split(frame: pd.DataFrame, valid_fraction: float = VALID_FRACTION) -> t
 
 def holdout_start(hourly: pd.DataFrame, weeks: int) -> pd.Timestamp:
     """The first hour of the data's last ``weeks`` weeks."""
-    return hourly["timestamp"].max().floor("D") + pd.Timedelta(days=1) - pd.Timedelta(weeks=weeks)
+    return window_start(hourly["timestamp"].max(), 7 * weeks)
 
 
 def fit_booster(train: pd.DataFrame, valid: pd.DataFrame, params: dict[str, Any] | None = None) -> tuple[xgb.Booster, dict]:

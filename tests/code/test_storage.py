@@ -69,3 +69,14 @@ def test_unsupported_scheme_and_missing_endpoint():
         open_store("ftp://host/x", Settings())
     with pytest.raises(ValueError, match="S3_ENDPOINT"):
         open_store("s3://bucket/x", Settings(s3_endpoint=""))
+
+
+def test_download_object_copies_one_object_to_a_local_file(store, tmp_path):
+    from components.storage import download_object
+
+    store.put_bytes("raw/meter.txt", b"Date;Time\n")
+    settings = getattr(store, "settings", None)  # the S3 store's endpoint and keys
+    got = download_object(f"{store.uri}/raw/meter.txt", tmp_path / "copy" / "meter.txt", settings)
+    assert got.read_bytes() == b"Date;Time\n"
+    with pytest.raises(ArtifactNotFound):
+        download_object(f"{store.uri}/raw/absent.txt", tmp_path / "x", settings)
