@@ -85,7 +85,9 @@ def train(hourly: Input[Dataset], until: str, hpo_trials: int, horizon_hours: in
     from components.train import train as fit
 
     check_horizon(horizon_hours)
-    metadata = fit(hourly.path, model.path, get_settings(), hpo_trials=hpo_trials, until=until)
+    # materialize-features (which this step runs after) already published these hours to Feast
+    metadata = fit(hourly.path, model.path, get_settings(), hpo_trials=hpo_trials, until=until,
+                   publish_features=False)
     model.metadata.update(version=metadata["version"], framework="xgboost", sha256=metadata["sha256"])
     for key, value in metadata["metrics"].items():
         metrics.log_metric(key, value)

@@ -97,12 +97,18 @@ def fit_drift_detector(frame: pd.DataFrame, settings: Settings):
     return KSDrift(reference, p_val=settings.drift_p_value)
 
 
-def training_frame(hourly: pd.DataFrame, settings: Settings, until: pd.Timestamp | None = None) -> pd.DataFrame:
-    """Labels joined point-in-time to Feast features; also leaves the online store materialised to the data's end."""
+def training_frame(hourly: pd.DataFrame, settings: Settings, until: pd.Timestamp | None = None,
+                   publish_features: bool = True) -> pd.DataFrame:
+    """Labels joined point-in-time to Feast features.
+
+    With ``publish_features`` it first publishes ``hourly`` (offline parquet, online store materialised to the
+    data's end); without, the features must already be published (the pipeline's materialize step does it).
+    """
     from components.feast_store import historical_features, open_feature_store, publish
 
     store = open_feature_store(settings)
-    publish(hourly, store, settings)
+    if publish_features:
+        publish(hourly, store, settings)
     entity_df = labels(hourly)
     if until is not None:
         entity_df = entity_df[entity_df["event_timestamp"] < until]
@@ -115,7 +121,7 @@ def library_versions() -> dict[str, str]:
 
 def train(data: str | Path, model_dir: str | Path, settings: Settings | None = None, hpo_trials: int = 0,
           until: str | None = None, max_gap_hours: int = 24, params: dict[str, Any] | None = None,
-          holdout_weeks: int = 0) -> dict[str, Any]:
+          holdout_weeks: int = 0, publish_features: bool = True) -> dict[str, Any]:
     """Train on ``data`` (raw file or ingest directory) and write the model directory.
 
     Args:
@@ -126,6 +132,7 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
         max_gap_hours: refuse data with a longer gap in readings.
         params: XGBoost parameters over the defaults (``num_boost_round`` caps the rounds).
         holdout_weeks: leave the data's last weeks out of training (``evaluate --last-weeks`` scores them).
+        publish_features: publish ``data``'s features to Feast first (False when that is already done).
 
     Returns:
         The metadata written.
@@ -136,7 +143,7 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
     cutoff = pd.Timestamp(until, tz="UTC") if until else None
     if holdout_weeks:
         cutoff = holdout_start(hourly, holdout_weeks)
-    frame = training_frame(hourly, settings, cutoff)
+    frame = training_frame(hourly, settings, cutoff, publish_features)
     fit_part, valid_part = time_split(frame)
     params = dict(params or {})
     if hpo_trials > 0:
