@@ -20,22 +20,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from serving.client import start_local
 
     settings = get_settings()
+    # TERM ends `serve` like Ctrl-C, from the start: during start-up, start_local stops what it started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with tempfile.TemporaryDirectory(prefix="se-serve-") as tmp:
         model_dir = resolve_model_dir(args.model_dir, Path(tmp) / "model", settings)
-        servers = start_local(model_dir, args.port, args.predictor_port, settings)
+        try:
+            servers = start_local(model_dir, args.port, args.predictor_port, settings)
+        except (KeyboardInterrupt, SystemExit):
+            return 0
         print(f"serving {settings.model_name} from {model_dir}: transformer {servers.url} "
               f"(V1 /v1/models/{settings.model_name}:predict, V2 /v2/models/{settings.model_name}/infer), "
               f"predictor {servers.predictor_url}; Ctrl-C stops", file=sys.stderr)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             while servers.transformer.poll() is None and servers.predictor.poll() is None:
                 time.sleep(0.5)
         except (KeyboardInterrupt, SystemExit):
             pass
         finally:
-            # a second signal (Ctrl-C twice, or `timeout` forwarding its TERM) must not cut the clean-up short
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
             servers.stop()
         return 0
 

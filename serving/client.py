@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,17 @@ class LocalServers:
     model_name: str
 
     def stop(self, timeout: float = 10.0) -> None:
-        for proc in (self.transformer, self.predictor):
-            stop_process(proc, timeout)
+        """Stop both servers. Ctrl-C or TERM arriving meanwhile (pressed twice, or forwarded by `timeout`)
+        is ignored until they are down, so it cannot leave one of them running."""
+        held = {}
+        if threading.current_thread() is threading.main_thread():
+            held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for proc in (self.transformer, self.predictor):
+                stop_process(proc, timeout)
+        finally:
+            for sig, handler in held.items():
+                signal.signal(sig, handler)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:

@@ -40,3 +40,25 @@ def test_serve_answers_then_stops_both_servers_on_sigterm(trained, tmp_path):
         stop(proc)
         for pid in _children(port) + _children(predictor_port):  # orphans, if the test failed
             os.kill(int(pid), signal.SIGKILL)
+
+
+def test_sigterm_during_start_up_leaves_no_server_behind(trained, tmp_path):
+    settings, model_dir, _ = trained
+    port, predictor_port = free_port(), free_port()
+    proc = start([PYTHON, "-m", "components.cli", "serve", "--model-dir", str(model_dir), "--port", str(port),
+                  "--predictor-port", str(predictor_port)], tmp_path / "serve.log", env=settings.as_env())
+    try:
+        deadline = time.monotonic() + 60
+        while not _children(port) and time.monotonic() < deadline:  # both spawned, neither ready yet
+            time.sleep(0.05)
+        assert _children(port) and _children(predictor_port)
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=40)
+        deadline = time.monotonic() + 15
+        while (_children(port) or _children(predictor_port)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _children(port) and not _children(predictor_port)
+    finally:
+        stop(proc)
+        for pid in _children(port) + _children(predictor_port):
+            os.kill(int(pid), signal.SIGKILL)
