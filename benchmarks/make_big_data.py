@@ -2,7 +2,8 @@
 
 The shared slice's readings are repeated in order on a continuous minute timeline from its
 first timestamp, so the result has the real data's shape (its `?` rows included) at any size;
-the default is the full UCI data set's 2,075,259 rows.
+the default is the full UCI data set's 2,075,259 rows. Like the full data set, it has multi-day
+gaps: the readings of ``GAPS`` (modelled on its longest ones, dates approximate) are ``?``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import numpy as np
 import pandas as pd
 
 FULL_UCI_ROWS = 2_075_259
+# (first missing minute, days) — the full data set's longest runs of '?' are about this long, about then
+GAPS = (("2007-04-28 00:21", 2.6), ("2009-06-13 17:00", 1.2), ("2010-01-12 14:00", 2.1),
+        ("2010-08-17 21:00", 5.0), ("2010-09-25 03:00", 3.5))
 
 
 def make_big_file(source: Path, out: Path, rows: int = FULL_UCI_ROWS) -> Path:
@@ -24,6 +28,10 @@ def make_big_file(source: Path, out: Path, rows: int = FULL_UCI_ROWS) -> Path:
     body = src.iloc[np.arange(rows) % len(src)].reset_index(drop=True)
     body["Date"] = [f"{d}/{m}/{y}" for d, m, y in zip(stamps.day, stamps.month, stamps.year)]
     body["Time"] = stamps.strftime("%H:%M:%S")
+    for first, days in GAPS:
+        start = pd.Timestamp(first)
+        missing = (stamps >= start) & (stamps < start + pd.Timedelta(days=days))
+        body.loc[missing, body.columns[2:]] = "?"
     out.parent.mkdir(parents=True, exist_ok=True)
     body.to_csv(out, sep=";", index=False)
     return out

@@ -24,35 +24,49 @@ from components.settings import Settings, get_settings
 from components.train import fit_booster, time_split, training_frame
 
 
-def backtest(data: str | Path, weeks: int = 4, settings: Settings | None = None,
-             max_gap_hours: int = 24) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Weekly folds over the last ``weeks`` weeks of ``data``.
+def backtest(data: str | Path, weeks: int = 4, settings: Settings | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Weekly folds over the last ``weeks`` weeks of ``data``, features from a scratch feature store.
+
+    An hour is scored when its target is complete and persistence exists; the others are counted per
+    fold (``skipped_target_missing``, ``skipped_no_persistence``). A week with no scorable hour (inside
+    a gap) keeps its row with ``hours`` 0 and no scores.
 
     Returns:
-        (per-week scores: model and baselines MAE/RMSE; hourly forecasts: actual, model, baselines).
+        (per-week scores: model and baselines MAE/RMSE, hours skipped; hourly forecasts: actual, model, baselines).
     """
+    from components.feast_store import scratch_feature_store
+
     settings = settings or get_settings()
     hourly = load_hourly(data)
-    check_history(hourly, max_gap_hours=max_gap_hours)
-    frame = training_frame(hourly, settings)
+    check_history(hourly)
+    with scratch_feature_store(settings) as (_, scratch):
+        frame = training_frame(hourly, scratch, materialize=False)
     end = frame["event_timestamp"].max().ceil("D")
     starts = [end - pd.Timedelta(weeks=weeks - k) for k in range(weeks)]
-    scored = frame.dropna(subset=list(BASELINES.values()))
+    scored = frame.dropna(subset=["usage_lag_1h"])
     rows, forecasts = [], []
     for start in tqdm(starts, desc="backtest folds", disable=None, file=sys.stderr):
         stop = start + pd.Timedelta(weeks=1)
         history = frame[frame["event_timestamp"] < start]
         week = scored[(scored["event_timestamp"] >= start) & (scored["event_timestamp"] < stop)]
-        if len(history) < 24 * 7 or week.empty:
-            raise SmartEnergyError(f"fold {start:%Y-%m-%d}: not enough history or no scorable hours")
+        grid = hourly[(hourly["timestamp"] >= start) & (hourly["timestamp"] < stop)]
+        targets = int(((frame["event_timestamp"] >= start) & (frame["event_timestamp"] < stop)).sum())
+        row = {"week_start": start, "hours": int(len(week)), "skipped_target_missing": int(len(grid) - targets),
+               "skipped_no_persistence": targets - int(len(week))}
+        if len(history) < 24 * 7:
+            raise SmartEnergyError(f"fold {start:%Y-%m-%d}: only {len(history)} hours to train on; need a week")
+        if week.empty:
+            rows.append(row)
+            continue
         booster, _ = fit_booster(*time_split(history))
         pred = predict(booster, week)
         result = score_frame(week, pred)
-        rows.append({"week_start": start, "hours": result["hours_scored"], "model_mae_kw": result["mae_kw"],
-                     "model_rmse_kw": result["rmse_kw"],
-                     **{f"{b}_mae_kw": v["mae_kw"] for b, v in result["baselines"].items()}})
+        rows.append(row | {"model_mae_kw": result["mae_kw"], "model_rmse_kw": result["rmse_kw"],
+                           **{f"{b}_mae_kw": v["mae_kw"] for b, v in result["baselines"].items()}})
         forecasts.append(week[["meter_id", "event_timestamp", "target_kw", *BASELINES.values(),
                                *EXTRA_BASELINES.values()]].assign(forecast_kw=pred, week_start=start))
+    if not forecasts:
+        raise SmartEnergyError(f"no hour of the last {weeks} weeks can be scored (the data end in a gap?)")
     return pd.DataFrame(rows), pd.concat(forecasts, ignore_index=True)
 
 
@@ -64,7 +78,10 @@ def plot_forecast(forecasts: pd.DataFrame, weekly: pd.DataFrame, path: str | Pat
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(14, 8), gridspec_kw={"height_ratios": [2, 1]})
-    ts = forecasts["event_timestamp"]
+    # on the full hourly grid, so that hours not scored (gaps) break the lines instead of being bridged
+    forecasts = forecasts.set_index("event_timestamp")
+    forecasts = forecasts.reindex(pd.date_range(forecasts.index.min(), forecasts.index.max(), freq="h"))
+    ts = forecasts.index
     top.plot(ts, forecasts["target_kw"], color="black", lw=1, label="actual")
     top.plot(ts, forecasts["forecast_kw"], color="tab:blue", lw=1, label="XGBoost forecast")
     top.plot(ts, forecasts["usage_lag_1h"], color="tab:gray", lw=0.8, ls=":", label="persistence")
@@ -89,15 +106,19 @@ def plot_forecast(forecasts: pd.DataFrame, weekly: pd.DataFrame, path: str | Pat
 
 
 def summary(weekly: pd.DataFrame) -> dict[str, Any]:
-    """Hour-weighted mean MAE over all folds, model and baselines."""
-    w = weekly["hours"] / weekly["hours"].sum()
+    """Hour-weighted mean MAE over the folds with scored hours, model and baselines; hours skipped by reason."""
+    scored = weekly[weekly["hours"] > 0]
+    w = scored["hours"] / scored["hours"].sum()
     cols = [c for c in weekly.columns if c.endswith("_mae_kw")]
-    return {"weeks": int(len(weekly)), "hours": int(weekly["hours"].sum()),
-            **{c: float((weekly[c] * w).sum()) for c in cols}}
+    return {"weeks": int(len(weekly)), "weeks_without_scored_hours": int(len(weekly) - len(scored)),
+            "hours": int(weekly["hours"].sum()),
+            "hours_skipped": {"target_missing": int(weekly["skipped_target_missing"].sum()),
+                              "no_persistence": int(weekly["skipped_no_persistence"].sum())},
+            **{c: float((scored[c] * w).sum()) for c in cols}}
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
-    weekly, forecasts = backtest(args.data, weeks=args.weeks, max_gap_hours=args.max_gap_hours)
+    weekly, forecasts = backtest(args.data, weeks=args.weeks)
     args.out.mkdir(parents=True, exist_ok=True)
     weekly.to_csv(args.out / "backtest_weekly.csv", index=False)
     forecasts.to_csv(args.out / "backtest_forecasts.csv", index=False)
@@ -106,7 +127,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
               "weekly": json.loads(weekly.to_json(orient="records", date_format="iso"))}
     (args.out / "backtest.json").write_text(json.dumps(result, indent=2) + "\n")
     print(weekly.to_string(index=False, float_format=lambda v: f"{v:.3f}"), file=sys.stderr)
-    print(json.dumps(result["summary"], indent=2))
+    print(json.dumps(result["summary"] | {"plot": str(png)}, indent=2))
     return 0
 
 
@@ -117,5 +138,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="raw meter file or ingest dir")
     p.add_argument("--out", type=Path, default=Path("reports/backtest"))
     p.add_argument("--weeks", type=int, default=4)
-    p.add_argument("--max-gap-hours", type=int, default=24)
     p.set_defaults(func=_cmd_backtest)

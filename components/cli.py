@@ -32,12 +32,13 @@ from components.errors import SmartEnergyError as UserError  # noqa: E402  (re-e
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from components.ingest import ingest_file, print_summary, write_outputs
+    from components.ingest import ingest_file, print_summary, require_valid_rows, write_outputs
 
     settings = get_settings()
     result = ingest_file(args.raw, meter_id=args.meter_id, min_minutes=settings.min_minutes_per_hour)
-    paths = write_outputs(result, args.out)
+    paths = write_outputs(result, args.out)  # the quarantine is kept even when nothing was valid
     print_summary(result.quality, stream=sys.stderr)
+    require_valid_rows(result, args.out)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0
 

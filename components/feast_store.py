@@ -11,9 +11,14 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -25,50 +30,32 @@ from components.settings import REPO_ROOT, Settings, get_settings
 
 FEATURE_SERVICE = "forecast_features_v1"
 PUSH_SOURCE = "hourly_usage_push_source"
+# Feast's DuckDB offline store (bounded-memory point-in-time joins), reading s3:// through fsspec.
+OFFLINE_STORE = "components.feast_offline.SmartEnergyDuckDBOfflineStore"
 
 
 class FeatureStoreError(SmartEnergyError):
     """Features asked for are not in the store (unknown meter, never materialised)."""
 
 
-def _read_remote_sources_as_uris() -> None:
-    """Work around Feast 0.47's dask offline store joining an ``s3://`` FileSource path onto the repo path.
-
-    ``feast.infra.offline_stores.dask._read_datasource`` treats every non-absolute path as repo-relative,
-    so ``s3://bucket/x.parquet`` becomes ``<repo>/s3:/bucket/x.parquet`` (FileSource's own
-    ``get_uri_for_file_path`` keeps such URIs). Remote paths are read as URIs here, local ones as before.
-    """
-    from feast.infra.offline_stores import dask as dask_store
-
-    original = dask_store._read_datasource
-    if getattr(original, "smart_energy_patched", False):
-        return
-
-    def read_datasource(data_source, repo_path):
-        if "://" not in data_source.path:
-            return original(data_source, repo_path)
-        import dask.dataframe as dd
-
-        endpoint = data_source.file_options.s3_endpoint_override
-        options = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else None
-        return dd.read_parquet(data_source.path, storage_options=options)
-
-    read_datasource.smart_energy_patched = True
-    dask_store._read_datasource = read_datasource
-
-
 def repo_config(settings: Settings):
     """Feast's RepoConfig: feature_store.yaml with the settings' online store and registry."""
     from feast.repo_config import RepoConfig
 
-    repo = Path(settings.feature_repo)
+    repo = Path(settings.feature_repo).resolve()
     raw = yaml.safe_load((repo / "feature_store.yaml").read_text())
+    raw["offline_store"] = {"type": OFFLINE_STORE}
+    # Relative paths in the yaml mean the repo's, whatever the working directory (Feast would take the cwd's).
+    if settings.online_store == "sqlite" and not Path(raw["online_store"]["path"]).is_absolute():
+        raw["online_store"] = {**raw["online_store"], "path": str(repo / raw["online_store"]["path"])}
     if settings.online_store == "redis":
         raw["online_store"] = {"type": "redis", "connection_string": settings.redis_connection}
     elif settings.online_store != "sqlite":
         raise SmartEnergyError(f"SE_ONLINE_STORE must be sqlite or redis, not {settings.online_store!r}")
     if settings.feast_registry:
         raw["registry"] = settings.feast_registry
+    elif "://" not in raw["registry"] and not Path(raw["registry"]).is_absolute():
+        raw["registry"] = str(repo / raw["registry"])
     return RepoConfig(repo_path=repo, **raw)
 
 
@@ -78,15 +65,12 @@ def open_feature_store(settings: Settings | None = None):
 
     settings = settings or get_settings()
     (Path(settings.feature_repo) / "data").mkdir(parents=True, exist_ok=True)
-    if "://" in settings.feature_source:
-        _read_remote_sources_as_uris()
     return FeatureStore(config=repo_config(settings))
 
 
 def feature_source_path(settings: Settings) -> str:
     """Where the FileSource parquet lives (an absolute local path, or an s3:// URI)."""
-    src = settings.feature_source
-    return src if "://" in src else str(Path(settings.feature_repo) / src)
+    return settings.feature_source_path
 
 
 def definitions(settings: Settings) -> list:
@@ -100,11 +84,41 @@ def definitions(settings: Settings) -> list:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     kinds = (Entity, FeatureView, FeatureService, PushSource)
-    return [v for v in vars(module).values() if isinstance(v, kinds)]
+    objects = [v for v in vars(module).values() if isinstance(v, kinds)]
+    # The file reads the process's settings (as `feast apply` would); ours may differ (a scratch store, a test).
+    for push_source in (o for o in objects if isinstance(o, PushSource)):
+        options = push_source.batch_source.file_options
+        options.uri = settings.feature_source_path
+        options.s3_endpoint_override = settings.s3_endpoint_url
+    return objects
+
+
+@contextlib.contextmanager
+def scratch_feature_store(settings: Settings) -> Iterator[tuple[Any, Settings]]:
+    """A throwaway local Feast repo with the same definitions (SQLite online store, local registry and parquet).
+
+    Back-tests and evaluations publish their own features here, so they never change what the servers read.
+    """
+    with tempfile.TemporaryDirectory(prefix="smart-energy-scratch-") as tmp:
+        repo = Path(tmp) / "feature_repo"
+        repo.mkdir()
+        shutil.copy(REPO_ROOT / "feature_repo" / "feature_store.yaml", repo)
+        scratch = replace(settings, feature_repo=repo, feature_source="data/hourly_features.parquet",
+                          feast_registry="", online_store="sqlite")
+        yield open_feature_store(scratch), scratch
 
 
 def apply(store, settings: Settings) -> None:
-    """Register the definitions, as `feast apply` does."""
+    """Register the definitions, as `feast apply` does.
+
+    Views registered by an older version without a file format would crash Feast 0.47's comparison
+    (``FileFormat.__eq__`` on None); they are dropped first and registered again from the definitions.
+    """
+    from feast import FileSource
+
+    for view in store.list_feature_views():
+        if isinstance(view.batch_source, FileSource) and view.batch_source.file_format is None:
+            store.delete_feature_view(view.name)
     store.apply(definitions(settings))
 
 

@@ -27,10 +27,11 @@ SHARE_FEATURES = [f"{s}_share_24h" for s in SUB_METERS] + ["unmetered_share_24h"
 CALENDAR_FEATURES = ["hour_of_day", "day_of_week", "month", "is_weekend", "is_holiday"]
 FEATURES = LAG_FEATURES + ROLLING_FEATURES + SHARE_FEATURES + CALENDAR_FEATURES
 HOLIDAY_COUNTRY = "FR"  # the UCI household is near Paris
+LONG_GAP_HOURS = 24  # gaps this long are listed in train/evaluate/backtest output
 
 
 class FeatureError(SmartEnergyError):
-    """The hourly data cannot give honest features (too little history, long gaps)."""
+    """The hourly data cannot give honest features (too little history)."""
 
 
 def usable_usage(hourly: pd.DataFrame) -> pd.Series:
@@ -68,15 +69,16 @@ def _meter_features(hourly: pd.DataFrame) -> pd.DataFrame:
     out["usage_last_15min"] = hourly["last_15min_kw"].shift(1)
     out["sub_metering_3_lag_1h"] = hourly["sub_metering_3_kw"].where(hourly["is_complete"]).shift(1)
     out["reactive_lag_1h"] = hourly["global_reactive_power_kw"].where(hourly["is_complete"]).shift(1)
+    # A window that reaches into a missing or incomplete hour is missing itself: never bridged.
     for w in WINDOWS:
-        roll = known.rolling(w, min_periods=max(1, w // 2))
+        roll = known.rolling(w, min_periods=w)
         out[f"usage_mean_{w}h"] = roll.mean()
         out[f"usage_std_{w}h"] = roll.std()
-    total = (usage * 1.0).rolling(24, min_periods=12).sum().shift(1)
+    total = usage.rolling(24, min_periods=24).sum().shift(1)
     parts = {}
     for s in SUB_METERS:
-        part = hourly[f"{s}_kw"].where(hourly["is_complete"].astype(bool))
-        parts[s] = part.rolling(24, min_periods=12).sum().shift(1)
+        part = hourly[f"{s}_kw"].where(hourly["is_complete"])
+        parts[s] = part.rolling(24, min_periods=24).sum().shift(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         for s in SUB_METERS:
             out[f"{s}_share_24h"] = (parts[s] / total).where(total > 0)
@@ -122,29 +124,37 @@ def window_start(last_timestamp: pd.Timestamp, days: int) -> pd.Timestamp:
     return pd.Timestamp(last_timestamp).floor("D") + pd.Timedelta(days=1) - pd.Timedelta(days=days)
 
 
-def check_history(hourly: pd.DataFrame, min_hours: int = 24 * 7 + 24, max_gap_hours: int = 24) -> None:
-    """Refuse data that cannot give honest lags: too few hours, or a gap of ``max_gap_hours`` or more.
+def check_history(hourly: pd.DataFrame, min_hours: int = 24 * 7 + 24) -> None:
+    """Refuse data too short to give the 168 h lag anywhere (gaps are fine: features across them are NaN).
 
     Raises:
-        FeatureError: with a one-line reason naming the meter and the gap.
+        FeatureError: with a one-line reason naming the meter.
     """
-    for meter_id, group in hourly.groupby("meter_id"):
-        complete = group.loc[group["is_complete"].astype(bool), "timestamp"].sort_values()
-        if len(complete) < min_hours:
+    complete = hourly.loc[hourly["is_complete"].astype(bool)].groupby("meter_id").size()
+    for meter_id in hourly["meter_id"].unique():
+        n = int(complete.get(meter_id, 0))
+        if n < min_hours:
             raise FeatureError(
-                f"meter {meter_id}: only {len(complete)} complete hours; need at least {min_hours} "
+                f"meter {meter_id}: only {n} complete hours; need at least {min_hours} "
                 f"(one week for the 168 h lag plus a day) — pass more history"
             )
-        gaps = complete.diff().dt.total_seconds().div(3600).fillna(1)
-        worst = gaps.idxmax()
-        if gaps[worst] > max_gap_hours:
-            end = complete[worst]
-            start = end - pd.Timedelta(hours=gaps[worst])
-            raise FeatureError(
-                f"meter {meter_id}: gap of {gaps[worst] / 24:.1f} days without readings "
-                f"({start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}); lags across it would be wrong — "
-                f"split the data or raise --max-gap-hours"
-            )
+
+
+def find_gaps(hourly: pd.DataFrame, min_hours: int = LONG_GAP_HOURS) -> list[dict]:
+    """Runs of at least ``min_hours`` hours with no complete reading, per meter (reported, never bridged).
+
+    Returns:
+        ``{"meter_id", "start", "end", "hours"}`` per gap: ``start`` is the first missing hour, ``end`` the
+        first complete hour after it.
+    """
+    gaps = []
+    for meter_id, group in hourly.groupby("meter_id", sort=True):
+        complete = group.loc[group["is_complete"].astype(bool), "timestamp"].sort_values().reset_index(drop=True)
+        missing = complete.diff().dt.total_seconds().div(3600).sub(1)
+        for i in np.flatnonzero(missing.to_numpy() >= min_hours):
+            gaps.append({"meter_id": str(meter_id), "start": (complete[i - 1] + pd.Timedelta(hours=1)).isoformat(),
+                         "end": complete[i].isoformat(), "hours": int(missing[i])})
+    return gaps
 
 
 def write_feature_frame(features: pd.DataFrame, path: str | Path) -> Path:

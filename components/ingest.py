@@ -1,6 +1,6 @@
 """Ingest raw 1-minute smart-meter readings: parse, validate, quarantine, resample to hours.
 
-The UCI "household power consumption" format: ``;``-separated (``,`` for ``.csv``),
+The UCI "household power consumption" format: ``;``-separated (or ``,``: the header tells),
 ``?`` for a missing reading, ``d/m/yyyy`` dates. Parsing is columnar (pyarrow),
 validation and resampling are vectorised (numpy); no per-row Python loops on the
 hot path. Invariant: ``rows_read == rows_valid + rows_missing + rows_quarantined``.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -67,8 +68,22 @@ def _open_text(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+def _gzip_error(path: Path, err: Exception) -> IngestError:
+    """One line for a damaged gzip file, whichever reader noticed."""
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if isinstance(err, EOFError) or "truncated" in text.lower() or "ended before" in text:
+        return IngestError(f"{path} is truncated (the gzip stream ends early); nothing was written")
+    return IngestError(f"{path} is corrupt ({text}); nothing was written")
+
+
 def sniff(path: Path) -> str:
-    """Check that ``path`` is a UCI-format text file; returns its delimiter or raises ``IngestError``."""
+    """Check that ``path`` is a UCI-format text file; returns its delimiter (``;`` or ``,``, from the header).
+
+    A UTF-8 byte-order mark is ignored; the file's extension says nothing about its delimiter.
+
+    Raises:
+        IngestError: with a one-line reason (missing, empty, binary, damaged gzip, wrong header).
+    """
     if not path.is_file():
         raise IngestError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -77,24 +92,22 @@ def sniff(path: Path) -> str:
         with _open_text(path) as fh:
             head = fh.read(4096)
     except (OSError, EOFError) as err:
+        if path.suffix == ".gz":
+            raise _gzip_error(path, err) from None
         raise IngestError(f"{path}: cannot read ({err})") from None
     if b"\x00" in head:
         raise IngestError(f"{path}: binary file, expected ';'-separated text")
     try:
-        text = head.decode("utf-8")
+        text = head.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise IngestError(f"{path}: not UTF-8 text, expected ';'-separated text") from None
     first = text.splitlines()[0].strip() if text.strip() else ""
     if not first:
         raise IngestError(f"{path}: file is empty")
-    name = path.name[:-3] if path.suffix == ".gz" else path.name
-    delimiter = "," if name.endswith(".csv") else ";"
-    got = [c.strip() for c in first.split(delimiter)]
-    if [c.lower() for c in got] != [c.lower() for c in HEADER]:
-        raise IngestError(
-            f"{path}: unexpected header {first[:120]!r}; expected {delimiter.join(HEADER)!r}"
-        )
-    return delimiter
+    for delimiter in (";", ","):
+        if [c.strip().lower() for c in first.split(delimiter)] == [c.lower() for c in HEADER]:
+            return delimiter
+    raise IngestError(f"{path}: unexpected header {first!r}; expected {';'.join(HEADER)!r} (or ','-separated)")
 
 
 class _Progress:
@@ -241,6 +254,10 @@ def ingest_file(path: str | Path, meter_id: str = "household-1", min_minutes: in
                 numeric_as_string = True  # a non-numeric cell somewhere: take the careful path
                 continue
             raise IngestError(f"{path}: cannot parse ({str(err).splitlines()[0]})") from None
+        except (OSError, EOFError) as err:
+            if path.suffix == ".gz":
+                raise _gzip_error(path, err) from None
+            raise
         if bad_rows and any(number is None for number, _ in bad_rows):
             use_threads = False  # line numbers of malformed rows are only known single-threaded
             continue
@@ -286,6 +303,26 @@ def ingest_file(path: str | Path, meter_id: str = "household-1", min_minutes: in
         min_minutes_per_hour=min_minutes,
     )
     return IngestResult(hourly=hourly, quarantine=quarantine, quality=quality)
+
+
+def require_valid_rows(result: IngestResult, where: str | Path | None = None) -> None:
+    """Refuse a file none of whose rows is a valid reading (e.g. a decimal-comma export).
+
+    Raises:
+        IngestError: naming the main quarantine reason, an example line and where the quarantine is.
+    """
+    q = result.quality
+    if q.rows_valid:
+        return
+    if not q.rows_quarantined:
+        raise IngestError(f"{q.source}: no readings (all {q.rows_read:,} rows are '?')")
+    reason, count = max(q.quarantine_reasons.items(), key=lambda kv: kv[1])
+    example = result.quarantine.loc[result.quarantine["reason"] == reason].iloc[0]
+    hint = " (decimal commas? the format uses '.')" if reason == "non_numeric" and re.search(
+        r"\d,\d", str(example["raw"])) else ""
+    kept = f"; every row is in {Path(where) / 'quarantine.csv'}" if where else ""
+    raise IngestError(f"{q.source}: every row was quarantined ({q.rows_quarantined:,} of {q.rows_read:,}); main "
+                      f"reason {reason} x{count:,}{hint}, e.g. line {example['line']}: {example['raw'][:80]!r}{kept}")
 
 
 def write_outputs(result: IngestResult, out_dir: str | Path) -> dict[str, Path]:
@@ -336,7 +373,9 @@ def load_hourly(path: str | Path) -> pd.DataFrame:
         if missing:
             raise IngestError(f"{path}: missing columns {missing} (written by an older ingest? run it again)")
         return hourly
-    return ingest_file(path).hourly
+    result = ingest_file(path)
+    require_valid_rows(result)
+    return result.hourly
 
 
 def print_summary(quality: QualityReport, stream=sys.stdout) -> None:

@@ -86,6 +86,13 @@ class Settings:
     drift_p_value: float = 0.05
 
     @property
+    def feature_source_path(self) -> str:
+        """The Feast FileSource: an s3:// URI, or an absolute path (a relative one is the feature repo's)."""
+        if "://" in self.feature_source:
+            return self.feature_source
+        return str((Path(self.feature_repo) / self.feature_source).resolve())
+
+    @property
     def s3_endpoint_url(self) -> str:
         """The S3 endpoint as a URL (for s3fs / Feast); empty when none is set."""
         if not self.s3_endpoint or "://" in self.s3_endpoint:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from components.features import FEATURES, check_history, labels, window_start
+from components.features import FEATURES, check_history, find_gaps, labels, window_start
 from components.ingest import load_hourly
 from components.registry import write_model_dir
 from components.settings import Settings, get_settings
@@ -98,17 +98,18 @@ def fit_drift_detector(frame: pd.DataFrame, settings: Settings):
 
 
 def training_frame(hourly: pd.DataFrame, settings: Settings, until: pd.Timestamp | None = None,
-                   publish_features: bool = True) -> pd.DataFrame:
-    """Labels joined point-in-time to Feast features.
+                   publish_features: bool = True, materialize: bool = True) -> pd.DataFrame:
+    """Labels (every hour whose target is complete) joined point-in-time to Feast features.
 
-    With ``publish_features`` it first publishes ``hourly`` (offline parquet, online store materialised to the
-    data's end); without, the features must already be published (the pipeline's materialize step does it).
+    With ``publish_features`` it first publishes ``hourly`` (offline parquet, and with ``materialize`` the
+    online store up to the data's end); without, the features must already be published (the pipeline's
+    materialize step does it).
     """
     from components.feast_store import historical_features, open_feature_store, publish
 
     store = open_feature_store(settings)
     if publish_features:
-        publish(hourly, store, settings)
+        publish(hourly, store, settings, materialize=materialize)
     entity_df = labels(hourly)
     if until is not None:
         entity_df = entity_df[entity_df["event_timestamp"] < until]
@@ -120,7 +121,7 @@ def library_versions() -> dict[str, str]:
 
 
 def train(data: str | Path, model_dir: str | Path, settings: Settings | None = None, hpo_trials: int = 0,
-          until: str | None = None, max_gap_hours: int = 24, params: dict[str, Any] | None = None,
+          until: str | None = None, params: dict[str, Any] | None = None,
           holdout_weeks: int = 0, publish_features: bool = True) -> dict[str, Any]:
     """Train on ``data`` (raw file or ingest directory) and write the model directory.
 
@@ -129,7 +130,6 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
         model_dir: where model.json, metadata.json and drift/ go.
         hpo_trials: Optuna trials (0: default parameters).
         until: train only on hours before this timestamp (for honest back-testing).
-        max_gap_hours: refuse data with a longer gap in readings.
         params: XGBoost parameters over the defaults (``num_boost_round`` caps the rounds).
         holdout_weeks: leave the data's last weeks out of training (``evaluate --last-weeks`` scores them).
         publish_features: publish ``data``'s features to Feast first (False when that is already done).
@@ -139,11 +139,12 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
     """
     settings = settings or get_settings()
     hourly = load_hourly(data)
-    check_history(hourly, max_gap_hours=max_gap_hours)
+    check_history(hourly)
     cutoff = pd.Timestamp(until, tz="UTC") if until else None
     if holdout_weeks:
         cutoff = holdout_start(hourly, holdout_weeks)
     frame = training_frame(hourly, settings, cutoff, publish_features)
+    window = hourly if cutoff is None else hourly[hourly["timestamp"] < cutoff]
     fit_part, valid_part = time_split(frame)
     params = dict(params or {})
     if hpo_trials > 0:
@@ -164,7 +165,9 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
         "feature_service": "forecast_features_v1",
         "meters": sorted(frame["meter_id"].unique().tolist()),
         "training_window": {"start": str(frame["event_timestamp"].min()), "end": str(frame["event_timestamp"].max()),
-                            "hours": int(len(frame))},
+                            "hours": int(len(frame)),
+                            "hours_skipped": {"target_missing": int(len(window) - len(frame))},
+                            "gaps": find_gaps(window)},
         "params": {**final, "num_boost_round": metrics["best_iteration"] + 1},
         "hpo_trials": hpo_trials,
         "metrics": metrics,
@@ -177,7 +180,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     params = {k: v for k, v in {"max_depth": args.max_depth, "eta": args.learning_rate,
                                 "num_boost_round": args.n_estimators}.items() if v is not None}
     metadata = train(args.data, args.model_dir, hpo_trials=args.hpo_trials, until=args.until,
-                     max_gap_hours=args.max_gap_hours, params=params, holdout_weeks=args.holdout_weeks)
+                     params=params, holdout_weeks=args.holdout_weeks)
     if args.register:
         from components.registry import register
         from components.storage import open_store
@@ -202,6 +205,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learning-rate", type=float, help="XGBoost eta (default %g)" % DEFAULT_PARAMS["eta"])
     p.add_argument("--n-estimators", type=int,
                    help="maximum boosting rounds; early stopping may use fewer (default %d)" % MAX_ROUNDS)
-    p.add_argument("--max-gap-hours", type=int, default=24, help="refuse data with a longer gap (default 24)")
     p.add_argument("--register", action="store_true", help="also register as candidate in SE_ARTIFACT_URI")
     p.set_defaults(func=_cmd_train)

@@ -4,21 +4,26 @@ The source is the parquet that `smart-energy features build` (and `train`) write
 ingest output: one row per meter and hour H with what is known at the start of H.
 """
 
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.data_format import ParquetFormat
 from feast.types import Float64, Int64
 
 from components.features import CALENDAR_FEATURES, LAG_FEATURES, ROLLING_FEATURES, SHARE_FEATURES
 from components.settings import get_settings
 
-settings = get_settings()
+# A relative SE_FEATURE_SOURCE is this repo's (Feast would resolve it against the working directory).
+settings = replace(get_settings(), feature_repo=Path(__file__).resolve().parent)
 
 meter = Entity(name="meter", join_keys=["meter_id"], value_type=ValueType.STRING, description="One smart meter (a household).")
 
 hourly_usage_source = FileSource(
     name="hourly_usage_source",
-    path=settings.feature_source,
+    path=settings.feature_source_path,
+    file_format=ParquetFormat(),  # the DuckDB offline store reads only what it knows the format of
     timestamp_field="event_timestamp",
     created_timestamp_column="created",
     s3_endpoint_override=settings.s3_endpoint_url or None,
