@@ -162,6 +162,7 @@ def flat_metrics(comparison: dict[str, Any]) -> dict[str, float]:
     """The comparison as flat scalar metrics (what the KFP UI lists)."""
     new, production = comparison["candidate"], comparison.get("production")
     out = {"mae_kw": new["mae_kw"], "rmse_kw": new["rmse_kw"], "hours_scored": new["hours_scored"]}
+    out |= {f"hours_skipped_{why}": n for why, n in new.get("hours_skipped", {}).items()}
     out |= {f"{name}_mae_kw": s["mae_kw"] for name, s in new["baselines"].items()}
     if production:
         out |= {"production_mae_kw": production["mae_kw"], "production_rmse_kw": production["rmse_kw"]}

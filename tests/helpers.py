@@ -38,3 +38,24 @@ def start(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Pat
 
 # the product's own process stopper (used by `smart-energy serve` and the demo) stops test servers too
 stop = stop_process
+
+
+def with_hole(source: Path, dest: Path, holes: list[tuple[str, str]], drop_lines: bool = False) -> Path:
+    """A copy of a raw meter file with no readings in each ``[start, end)`` of ``holes``.
+
+    The readings become ``?`` rows, as the UCI data set marks its gaps, or with ``drop_lines`` the lines
+    are left out altogether (how other exports show a gap).
+    """
+    import pandas as pd
+
+    raw = pd.read_csv(source, sep=";", dtype=str, keep_default_na=False)
+    stamps = pd.to_datetime(raw["Date"] + " " + raw["Time"], format="%d/%m/%Y %H:%M:%S")
+    missing = pd.Series(False, index=raw.index)
+    for start, end in holes:
+        missing |= (stamps >= pd.Timestamp(start)) & (stamps < pd.Timestamp(end))
+    if drop_lines:
+        raw = raw[~missing]
+    else:
+        raw.loc[missing, raw.columns[2:]] = "?"
+    raw.to_csv(dest, sep=";", index=False)
+    return dest

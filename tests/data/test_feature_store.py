@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -118,3 +119,39 @@ def test_feast_cli_apply_and_materialize_in_the_repo(isolated_settings, hourly):
                          capture_output=True, text=True, env=env)
     assert mat.returncode == 0, mat.stderr
     assert (repo / "data" / "online_store.db").stat().st_size > 0
+
+
+def test_commands_work_from_any_directory(isolated_settings, hourly, tmp_path):
+    """Registry, offline parquet and online store are the repo's, whatever the working directory."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    data = tmp_path / "three_weeks.parquet"
+    hourly.to_parquet(data)
+    env = {**os.environ, "SE_FEATURE_REPO": str(isolated_settings.feature_repo)}
+    cli = [sys.executable, "-m", "components.cli", "features"]
+    built = subprocess.run([*cli, "materialize", "--data", str(data)], cwd=elsewhere, capture_output=True,
+                           text=True, env=env)
+    assert built.returncode == 0, built.stderr[-2000:]
+    online = subprocess.run([*cli, "online"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert online.returncode == 0, online.stderr[-2000:]
+    assert json.loads(online.stdout)[0]["usage_lag_1h"] == pytest.approx(hourly["global_active_power_kw"].iloc[-1])
+    repo_data = isolated_settings.feature_repo / "data"
+    assert {"registry.db", "online_store.db", "hourly_features.parquet"} <= {p.name for p in repo_data.iterdir()}
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_registry_written_without_file_formats_is_replaced(isolated_settings, hourly):
+    """A registry from an older version (FileSource without a format) would crash Feast 0.47's comparison."""
+    from components.feast_store import definitions
+
+    store = open_feature_store(isolated_settings)
+    old = definitions(isolated_settings)
+    for obj in old:
+        if hasattr(obj, "batch_source") and hasattr(obj.batch_source, "file_options"):
+            obj.batch_source.file_options.file_format = None
+    store.apply(old)
+    assert all(v.batch_source.file_format is None for v in open_feature_store(isolated_settings).list_feature_views())
+    store = open_feature_store(isolated_settings)
+    publish(hourly, store, isolated_settings)
+    assert all(v.batch_source.file_format is not None for v in store.list_feature_views())
+    assert online_features(store, ["household-1"])["usage_lag_1h"].notna().all()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from components.feast_store import historical_features, online_features, open_feature_store, publish
-from components.features import FEATURES
+from components.features import FEATURES, build_feature_frame
 from components.ingest import ingest_file
 from components.settings import Settings
 from helpers import free_port
@@ -42,6 +42,8 @@ def test_offline_parquet_on_s3_trains_and_materialises(s3_env, feature_repo_copy
     offline = historical_features(store, pd.DataFrame({"meter_id": ["household-1"], "event_timestamp": [last]}))
     online = online_features(store, ["household-1"])
     np.testing.assert_allclose(online[FEATURES].to_numpy(float), offline[FEATURES].to_numpy(float), rtol=1e-12)
+    direct = build_feature_frame(hourly).iloc[[-1]]  # and both equal the feature function's own row
+    np.testing.assert_allclose(online[FEATURES].to_numpy(float), direct[FEATURES].to_numpy(float), rtol=1e-12)
 
 
 def test_push_with_an_s3_source_updates_the_online_store(s3_env, feature_repo_copy, shared_data):

@@ -94,11 +94,3 @@ def test_too_little_history_is_a_clear_error(trained, tmp_path):
     split_raw_file(trained["last4w"], "2007-02-04", short_hist, short)
     with pytest.raises(FeatureError, match="complete hours; need at least"):
         evaluate(trained["model_dir"], short_hist)
-
-
-def test_gap_of_days_is_a_clear_error(trained, tmp_path):
-    # history ends 2007-02-01; data from 2007-02-10: nine days with no readings between
-    early, late = tmp_path / "early.txt", tmp_path / "late.txt"
-    split_raw_file(trained["last4w"], "2007-02-10", early, late)
-    with pytest.raises(FeatureError, match=r"gap of 9\.0 days"):
-        evaluate(trained["model_dir"], late, trained["history"])
