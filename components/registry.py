@@ -3,7 +3,8 @@
 A model directory (what ``train --model-dir`` writes, what the predictor loads) holds:
 
 - ``model.json``      the XGBoost booster in XGBoost's own JSON format (KServe's xgboost runtime loads it)
-- ``metadata.json``   version, training window, feature order, metrics, library versions, sha256 of model.json
+- ``metadata.json``   version, training window, feature order, metrics, library versions, and the sha256
+                      of every other file of the directory (``files``; ``sha256`` is model.json's)
 - ``drift/``          the Alibi Detect drift detector fitted on the training window (optional)
 
 In the store a version lives at ``models/<name>/<version>/...``; ``models/<name>/production.json``
@@ -38,21 +39,42 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_digests(model_dir: str | Path) -> dict[str, str]:
+    """sha256 of every file of a model directory except ``metadata.json``, by path relative to it."""
+    model_dir = Path(model_dir)
+    return {p.relative_to(model_dir).as_posix(): sha256_of(p) for p in _files(model_dir)
+            if p.relative_to(model_dir).as_posix() != METADATA_FILE}
+
+
 def read_metadata(model_dir: str | Path) -> dict[str, Any]:
-    """The metadata of a model directory, after checking the model file's sha256 against it."""
+    """The metadata of a model directory, after checking every file's sha256 against it.
+
+    Metadata written before ``files`` existed covers ``model.json`` only.
+    """
     model_dir = Path(model_dir)
     meta_path, model_path = model_dir / METADATA_FILE, model_dir / MODEL_FILE
     if not meta_path.is_file() or not model_path.is_file():
         raise ModelIntegrityError(f"{model_dir}: not a model directory (needs {MODEL_FILE} and {METADATA_FILE})")
     try:
         metadata = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelIntegrityError(f"{meta_path}: invalid JSON ({err})") from None
-    expected, actual = metadata.get("sha256"), sha256_of(model_path)
-    if expected != actual:
-        raise ModelIntegrityError(
-            f"{model_path}: sha256 {actual[:12]}… does not match metadata {str(expected)[:12]}…; refusing to load"
-        )
+    if not isinstance(metadata, dict):
+        raise ModelIntegrityError(f"{meta_path}: not a metadata object; refusing to load")
+    listed = metadata.get("files")
+    if listed is not None and not isinstance(listed, dict):
+        raise ModelIntegrityError(f"{meta_path}: 'files' is not an object; refusing to load")
+    expected = {**(listed or {}), MODEL_FILE: metadata.get("sha256")}
+    actual = file_digests(model_dir) if listed is not None else {MODEL_FILE: sha256_of(model_path)}
+    for name in sorted(set(expected) | set(actual)):
+        path = model_dir / name
+        if name not in actual:
+            raise ModelIntegrityError(f"{path}: listed in {METADATA_FILE} but missing; refusing to load")
+        if name not in expected:
+            raise ModelIntegrityError(f"{path}: not listed in {METADATA_FILE}; refusing to load")
+        if expected[name] != actual[name]:
+            raise ModelIntegrityError(f"{path}: sha256 {actual[name][:12]}… does not match metadata "
+                                      f"{str(expected[name])[:12]}…; refusing to load")
     return metadata
 
 
@@ -177,7 +199,8 @@ def write_model_dir(booster, metadata: dict[str, Any], out_dir: str | Path, dete
         from alibi_detect.saving import save_detector
 
         save_detector(detector, str(out_dir / DRIFT_DIR))
-    metadata = dict(metadata) | {"model_file": MODEL_FILE, "sha256": sha256_of(out_dir / MODEL_FILE)}
+    metadata = dict(metadata) | {"model_file": MODEL_FILE, "sha256": sha256_of(out_dir / MODEL_FILE),
+                                 "files": file_digests(out_dir)}
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str) + "\n")
     return metadata
 
@@ -189,4 +212,8 @@ def load_drift_detector(model_dir: str | Path):
         return None
     from alibi_detect.saving import load_detector
 
-    return load_detector(str(path))
+    try:
+        return load_detector(str(path))
+    except Exception as err:  # noqa: BLE001 - whatever alibi raises for a detector it cannot read, say it in one line
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise ModelIntegrityError(f"{path}: cannot load the drift detector ({type(err).__name__}: {first})") from None

@@ -45,6 +45,7 @@ ENV: dict[str, str] = {
     "max_mae_ratio": "SE_MAX_MAE_RATIO",
     "drift_window": "SE_DRIFT_WINDOW",
     "drift_p_value": "SE_DRIFT_P_VALUE",
+    "model_repository_routes": "SE_MODEL_REPOSITORY_ROUTES",
 }
 
 
@@ -84,6 +85,8 @@ class Settings:
     max_mae_ratio: float = 1.05
     drift_window: int = 168
     drift_p_value: float = 0.05
+    # KServe's /v2/repository/models/<name>/load|unload routes: unauthenticated, so off unless an operator asks
+    model_repository_routes: bool = False
 
     @property
     def feature_source_path(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,8 +21,12 @@ from components.errors import SmartEnergyError
 
 MAX_BATCH_ROWS = 1000  # a utility sends one request per meter-batch; larger batches get 413
 MAX_BODY_BYTES = 4 * 2**20  # ~1000 rows of 23 features as JSON fit well inside
+FP32_MAX = float(np.finfo(np.float32).max)  # the model computes in FP32: larger values would become inf
 NUMERIC_DATATYPES = {"FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 ENTITY_FIELDS = ("meter_id", "timestamp")
+# the forecast-error monitor steps one hour back from a row's hour: keep that step inside datetime's range
+EARLIEST_HOUR = datetime.min.replace(tzinfo=timezone.utc) + timedelta(hours=1)
+LATEST_HOUR = datetime.max.replace(tzinfo=timezone.utc) - timedelta(hours=1)
 
 
 class RequestError(SmartEnergyError):
@@ -77,9 +81,16 @@ def to_float_row(values: Sequence[Any], where: str, names: Sequence[str]) -> lis
         if value is None:
             out.append(math.nan)
         elif type(value) is float or type(value) is int:
-            if not math.isfinite(value):
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond float's range
+                number = 2 * FP32_MAX if value > 0 else -2 * FP32_MAX
+            if math.isnan(number) or type(value) is float and math.isinf(number):
                 raise RequestError(f"{where}.{name}: {value} is not a finite number", reason="not_finite")
-            out.append(float(value))
+            if abs(number) > FP32_MAX:
+                raise RequestError(f"{where}.{name}: {str(value)[:24]} is outside the FP32 range the model "
+                                   f"computes in (|x| <= {FP32_MAX:.4g})", reason="out_of_range")
+            out.append(number)
         else:
             raise RequestError(f"{where}.{name}: expected a number or null, got {_type_name(value)}",
                                reason="wrong_type")
@@ -98,7 +109,13 @@ def parse_hour(value: Any, where: str) -> datetime | None:
     except ValueError:
         raise RequestError(f"{where}.timestamp: {value[:40]!r} is not an ISO-8601 timestamp",
                            reason="bad_timestamp") from None
-    ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    try:  # a zone offset can push year 1 or 9999 out of datetime's range once in UTC
+        ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    except OverflowError:
+        ts = None
+    if ts is None or not EARLIEST_HOUR <= ts < LATEST_HOUR:
+        raise RequestError(f"{where}.timestamp: {value[:40]!r} is out of range (years 1-9999 in UTC)",
+                           reason="bad_timestamp")
     return ts.replace(minute=0, second=0, microsecond=0)
 
 
@@ -275,6 +292,14 @@ def _v2_entities(by_name: dict[str, Any]) -> Batch:
             raise RequestError(f"inputs[timestamp]: needs {n} values, one per meter_id", reason="wrong_shape")
         hours = [parse_hour(_text(v), f"inputs[timestamp][{i}]") for i, v in enumerate(stamps)]
     return Batch("entity", meter_ids=meter_ids, hours=hours)
+
+
+def check_requested_outputs(requested: Sequence[Any] | None, available: Sequence[str]) -> None:
+    """The V2 ``outputs`` a client asked for must be ones the model answers."""
+    unknown = [o.name for o in requested or [] if o.name not in available]
+    if unknown:
+        raise RequestError(f"unknown output(s) {', '.join(map(repr, unknown[:5]))}; this model answers "
+                           f"{', '.join(map(repr, available))}", reason="unknown_output")
 
 
 def _text(value: Any) -> Any:

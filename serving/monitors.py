@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -60,10 +60,13 @@ class ForecastErrorTracker:
 
 
 class DriftMonitor:
-    """Alibi Detect over the last ``window`` feature rows, checked by a daemon thread, never on a request.
+    """Alibi Detect over the last ``window`` distinct feature rows, checked by a daemon thread, never on a request.
 
-    ``observe`` only appends to a bounded deque; the thread runs the detector when new rows arrived
-    and publishes ``status()`` and, through ``on_result``, the metrics.
+    A row is one (meter, feature hour): asking again about a meter whose online row has not changed
+    adds nothing, so a dashboard polling one meter cannot fill the window with copies of one row
+    (rows sent without a meter are told apart by their values). ``observe`` only updates a bounded
+    ordered dict; the thread runs the detector when new rows arrived and publishes ``status()`` and,
+    through ``on_result``, the metrics.
     """
 
     def __init__(self, detector: Any, features: Sequence[str], window: int,
@@ -74,7 +77,8 @@ class DriftMonitor:
         self.min_rows = min(min_rows, window)
         self.interval = interval
         self.on_result = on_result
-        self._rows: deque = deque(maxlen=window)
+        self.window = window
+        self._rows: OrderedDict[Hashable, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._new_rows = 0
         self._stop = threading.Event()
@@ -82,10 +86,17 @@ class DriftMonitor:
         self._status: dict[str, Any] = {"status": "unavailable" if detector is None else "warming_up",
                                         "drifted_features": [], "window_rows": 0, "checked_at": None}
 
-    def observe(self, matrix: np.ndarray) -> None:
+    def observe(self, matrix: np.ndarray, keys: Sequence[Hashable] | None = None) -> None:
+        """Add rows keyed by (meter, feature hour); without ``keys`` a row's key is its values."""
+        keys = keys if keys is not None else [row.tobytes() for row in np.asarray(matrix, dtype=np.float64)]
         with self._lock:
-            self._rows.extend(matrix)
-            self._new_rows += len(matrix)
+            for key, row in zip(keys, matrix):
+                if key in self._rows:
+                    continue
+                self._rows[key] = row
+                self._new_rows += 1
+                if len(self._rows) > self.window:
+                    self._rows.popitem(last=False)
 
     def status(self) -> dict[str, Any]:
         return self._status
@@ -111,7 +122,7 @@ class DriftMonitor:
             if self._new_rows == 0 or self.detector is None:
                 return self._status
             self._new_rows = 0
-            window = np.array(self._rows, dtype=np.float32)
+            window = np.array(list(self._rows.values()), dtype=np.float32)
         complete = window[~np.isnan(window).any(axis=1)]
         if len(complete) < self.min_rows:
             self._status = {"status": "warming_up", "drifted_features": [], "window_rows": int(len(complete)),

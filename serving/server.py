@@ -1,33 +1,51 @@
-"""What both KServe servers share: argument defaults, error responses, the request middleware, and start-up.
+"""What both KServe servers share: argument defaults, error answers, the request middleware, and start-up.
 
-KServe's ``ModelServer`` owns the FastAPI app (V1, V2, health, ``/metrics``); this module adds to it,
-before it starts, the handlers that turn our errors into 4xx/503 answers, a body-size limit, the
-``se_*`` request metrics, and the model version in the V2 model-metadata route.
+KServe's ``ModelServer`` owns the FastAPI app (V1, V2, health, ``/metrics``). Through what it lets us
+supply (its app's exception handlers and middleware, its ``registered_models``, ``dataplane`` and
+``model_repository_extension``) this module makes every error an ``{"error": ..., "reason": ...}``
+answer logged on one line, refuses bodies over ``MAX_BODY_BYTES`` (413, chunked ones too), serves
+``/v2/models/<name>/versions/<version>/...`` for the version actually served, and records the
+``se_*`` request metrics under the version that answered.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import logging
+import re
 import time
-from typing import Any
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlencode
 
-import httpx
 import kserve
 import orjson
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from starlette.responses import Response
+from kserve.logging import logger
 from kserve.model_server import app as kserve_app
-from kserve.protocol.dataplane import DataPlane
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from components.errors import SmartEnergyError
 from components.settings import Settings
 from serving import metrics
+from serving.dataplane import ModelRepositoryRoutes, ReloadableModelRepository, ServingDataPlane, validation_message
 from serving.logic import MAX_BODY_BYTES, PredictorUnavailable, RequestError
 
-# reasons for errors that KServe or FastAPI answer before our code runs
-FALLBACK_REASONS = {400: "invalid_input", 404: "model_not_found", 405: "method_not_allowed", 413: "body_too_large",
-                    422: "invalid_request", 503: "unavailable"}
+# reasons for errors that KServe or Starlette answer before our code runs
+FALLBACK_REASONS = {400: "invalid_input", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
+                    503: "unavailable"}
+VERSIONED_ROUTE = re.compile(r"^/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)(?P<rest>/infer|/ready)?$")
+
+# the version that answered this request (the predictor's, for the transformer); see ``record_served_version``
+_served: contextvars.ContextVar[dict | None] = contextvars.ContextVar("smart_energy_served", default=None)
+
+
+def record_served_version(version: str) -> None:
+    """Count this request in the ``se_*`` metrics under ``version``."""
+    holder = _served.get()
+    if holder is not None and version:
+        holder["version"] = version
 
 
 def base_parser(settings: Settings, description: str) -> argparse.ArgumentParser:
@@ -41,29 +59,17 @@ def base_parser(settings: Settings, description: str) -> argparse.ArgumentParser
     return parser
 
 
-class VersionedDataPlane(DataPlane):
-    """KServe's data plane, whose V2 model metadata also names the model version (``versions``) and platform."""
-
-    async def model_metadata(self, model_name: str) -> dict:
-        out = await super().model_metadata(model_name)
-        model = self.get_model_from_registry(model_name)
-        if getattr(model, "version", None):
-            out["versions"] = [model.version]
-        out["platform"] = getattr(model, "platform", "") or ""
-        return out
-
-    async def ready(self) -> bool:
-        # KServe lets a transport error from the predictor health check escape as a 500; it means "not ready"
-        try:
-            return await super().ready()
-        except httpx.HTTPError:
-            return False
+def _log_refusal(status: int, method: str, path: str, reason: str, message: str) -> None:
+    # a refused request is the client's problem or a known outage: one line, no traceback, not an error
+    logger.log(logging.WARNING if status >= 500 else logging.INFO, "%s %s %s: %s: %s", status, method, path[:200],
+               reason, message[:300])
 
 
-def _error(status: int, message: str, reason: str, request: Any = None) -> ORJSONResponse:
-    if request is not None:
-        request.state.se_reason = reason
-    return ORJSONResponse(status_code=status, content={"error": message, "reason": reason})
+def _error(status: int, message: str, reason: str, request: Any) -> Response:
+    request.state.se_reason = reason
+    _log_refusal(status, request.method, request.url.path, reason, message)
+    return Response(orjson.dumps({"error": message, "reason": reason}), status_code=status,
+                    media_type="application/json")
 
 
 async def _request_error(request, exc: RequestError):
@@ -83,16 +89,32 @@ async def _validation_error(request, exc: RequestValidationError):
     if any(e.get("type") == "json_invalid" for e in errors):
         ctx = errors[0].get("ctx", {})
         return _error(400, f"malformed JSON: {ctx.get('error', 'cannot parse the body')}", "malformed_json", request)
-    parts = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}" for e in errors[:5]]
-    return _error(422, "invalid request: " + "; ".join(parts), "invalid_request", request)
+    return _error(400, validation_message(errors), "invalid_request", request)
+
+
+async def _http_error(request, exc: StarletteHTTPException):
+    reason = FALLBACK_REASONS.get(exc.status_code, "client_error" if exc.status_code < 500 else "unavailable")
+    message = str(exc.detail)
+    if exc.status_code == 404:
+        message = f"no route {request.url.path[:200]}: see /v2/models/<name>/infer and /v1/models/<name>:predict"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "?")
+        message = f"{request.method} is not allowed on {request.url.path[:200]} (allowed: {allowed})"
+    response = _error(exc.status_code, message, reason, request)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 class ServingMiddleware:
-    """Refuses bodies over ``MAX_BODY_BYTES`` (413) and, when ``record``, counts and times inference requests."""
+    """Body limit (413, with or without content-length), the versioned V2 routes, a content type on every
+    V2 answer, and, when ``record``, the ``se_*`` request metrics under the version that answered."""
 
-    def __init__(self, app, model_version: str, record: bool):
+    def __init__(self, app, model_name: str, versions: Callable[[], set[str]], default_version: Callable[[], str],
+                 record: bool):
         self.app = app
-        self.model_version = model_version
+        self.model_name = model_name
+        self.versions = versions
+        self.default_version = default_version
         self.record = record
 
     @staticmethod
@@ -106,49 +128,103 @@ class ServingMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        protocol = self._protocol(scope["path"])
         state = scope.setdefault("state", {})
         status = {"code": 500}
         start = time.perf_counter()
+        holder = {"version": self.default_version()}
+        token = _served.set(holder)
 
         async def send_status(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                if protocol == "v2":
+                    message["headers"] = _with_content_type(message.get("headers", []))
             await send(message)
 
-        length = dict(scope["headers"]).get(b"content-length")
+        async def refuse(code: int, message: str, reason: str):
+            state["se_reason"] = reason
+            _log_refusal(code, scope["method"], scope["path"], reason, message)
+            await _send_json(send_status, code, {"error": message, "reason": reason})
+
+        protocol = None
         try:
+            versioned = VERSIONED_ROUTE.match(scope["path"])
+            match = versioned.groupdict() if versioned else _version_in_query(scope)
+            if match is not None:
+                name, version, rest = match["name"], match["version"], match["rest"] or ""
+                if name != self.model_name:
+                    return await refuse(404, f"no model named {name[:60]!r} here", "model_not_found")
+                if version not in self.versions():
+                    served = ", ".join(sorted(self.versions())) or "none"
+                    return await refuse(404, f"model {name} has no version {version[:60]!r} here (serving {served})",
+                                        "version_not_found")
+                scope = {**scope, "path": f"/v2/models/{name}{rest}", "raw_path": f"/v2/models/{name}{rest}".encode(),
+                         "query_string": match.get("query", scope.get("query_string", b""))}
+            protocol = self._protocol(scope["path"])
+            length = dict(scope["headers"]).get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-                state["se_reason"] = "body_too_large"
-                await _send_json(send_status, 413, {"error": f"request body over {MAX_BODY_BYTES} bytes; split the "
-                                                    f"batch", "reason": "body_too_large"})
-                return
-            await self.app(scope, _limited(receive), send_status)
+                return await refuse(413, f"request body over {MAX_BODY_BYTES} bytes; split the batch", "body_too_large")
+            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                body = await _read_limited(receive)
+                if body is None:
+                    return await refuse(413, f"request body over {MAX_BODY_BYTES} bytes; split the batch",
+                                        "body_too_large")
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send_status)
         finally:
+            _served.reset(token)
             if protocol is not None and self.record:
-                code = status["code"]
-                metrics.REQUESTS.labels(self.model_version, protocol, str(code)).inc()
-                metrics.REQUEST_DURATION.labels(self.model_version).observe(time.perf_counter() - start)
+                code, version = status["code"], holder["version"]
+                metrics.REQUESTS.labels(version, protocol, str(code)).inc()
+                metrics.REQUEST_DURATION.labels(version).observe(time.perf_counter() - start)
                 if code >= 400:
                     reason = state.get("se_reason") or FALLBACK_REASONS.get(code, "internal" if code >= 500 else "client_error")
                     metrics.ERRORS.labels(reason).inc()
 
 
-def _limited(receive):
-    """``receive`` that stops a chunked body (no content-length) at ``MAX_BODY_BYTES``."""
-    seen = 0
+def _version_in_query(scope) -> dict | None:
+    """``/v2/models/<name>[/infer|/ready]?model_version=<v>``: KServe's routes take the version as a query too."""
+    unversioned = re.match(r"^/v2/models/(?P<name>[^/]+)(?P<rest>/infer|/ready)?$", scope["path"])
+    query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    versions = [v for k, v in query if k == "model_version"]
+    if unversioned is None or not versions or not versions[0]:
+        return None
+    rest = [(k, v) for k, v in query if k != "model_version"]
+    return {**unversioned.groupdict(), "version": versions[0], "query": urlencode(rest).encode()}
 
-    async def wrapped():
-        nonlocal seen
+
+def _with_content_type(headers: list) -> list:
+    """KServe drops the content type of V2 answers it sends as bytes; name it again."""
+    names = {k.lower() for k, _ in headers}
+    if b"content-type" in names:
+        return headers
+    binary = b"inference-header-content-length" in names
+    return [*headers, (b"content-type", b"application/octet-stream" if binary else b"application/json")]
+
+
+async def _read_limited(receive) -> bytes | None:
+    """A body sent without content-length (chunked), or None once it passes ``MAX_BODY_BYTES``."""
+    chunks, size = [], 0
+    while True:
         message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > MAX_BODY_BYTES:
-                raise RequestError(f"request body over {MAX_BODY_BYTES} bytes; split the batch",
-                                   status=413, reason="body_too_large")
-        return message
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
 
-    return wrapped
+
+def _replay(body: bytes, receive):
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed():
+        return pending.pop() if pending else await receive()
+
+    return replayed
 
 
 async def _send_json(send, status: int, content: dict) -> None:
@@ -158,19 +234,23 @@ async def _send_json(send, status: int, content: dict) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def start_server(model: kserve.Model, args: argparse.Namespace, record_requests: bool,
+def start_server(model: kserve.Model, args: argparse.Namespace, settings: Settings, record_requests: bool,
                  predictor_config: kserve.PredictorConfig | None = None) -> None:
     """Start KServe's ModelServer with ``model`` and our additions; blocks until stopped."""
     kserve_app.add_exception_handler(RequestError, _request_error)
     kserve_app.add_exception_handler(PredictorUnavailable, _predictor_unavailable)
     kserve_app.add_exception_handler(SmartEnergyError, _user_error)
     kserve_app.add_exception_handler(RequestValidationError, _validation_error)
-    kserve_app.add_middleware(ServingMiddleware, model_version=getattr(model, "version", "unknown"),
-                              record=record_requests)
+    kserve_app.add_exception_handler(StarletteHTTPException, _http_error)
+    served = lambda: getattr(model, "served_version", "") or model.version  # noqa: E731
+    kserve_app.add_middleware(ServingMiddleware, model_name=model.name, versions=lambda: {served()} - {""},
+                              default_version=served, record=record_requests)
+    registry = ReloadableModelRepository()
     server = kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
-                                enable_grpc=args.enable_grpc, enable_latency_logging=args.enable_latency_logging,
-                                predictor_config=predictor_config)
-    server.dataplane = VersionedDataPlane(model_registry=server.registered_models)
+                                registered_models=registry, enable_grpc=args.enable_grpc,
+                                enable_latency_logging=args.enable_latency_logging, predictor_config=predictor_config)
+    server.dataplane = ServingDataPlane(model_registry=registry)
+    server.model_repository_extension = ModelRepositoryRoutes(registry, enabled=settings.model_repository_routes)
     if not args.log_requests:  # after ModelServer() configured logging; a line per request costs latency
         for name in ("uvicorn.access", "kserve.trace"):
             logging.getLogger(name).setLevel(logging.WARNING)

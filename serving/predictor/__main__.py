@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     except SmartEnergyError as err:
         print(f"predictor: error: {err}", file=sys.stderr)
         return 2
-    start_server(model, args, record_requests=False)
+    start_server(model, args, settings, record_requests=False)
     return 0
 
 

@@ -7,13 +7,14 @@ accepts that runtime's V2 request shape too (one tensor per feature, ``content_t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, Union
 
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import ModelMissingError
 
 from components.registry import MODEL_FILE, load_booster
-from serving.logic import forecast, parse_v1, parse_v2
+from serving.logic import RequestError, check_requested_outputs, forecast, parse_v1, parse_v2
 
 OUTPUT_NAME = "output-0"  # what KServe's xgboost runtime calls its output
 
@@ -30,9 +31,7 @@ class EnergyPredictor(Model):
         self.ready = False
 
     def load(self) -> bool:
-        """Load ``model.json`` after checking its sha256 against ``metadata.json``."""
-        from pathlib import Path
-
+        """Load ``model.json`` after checking every file's sha256 against ``metadata.json``."""
         if not (Path(self.model_dir) / MODEL_FILE).is_file():
             raise ModelMissingError(str(Path(self.model_dir) / MODEL_FILE))
         self._booster, metadata = load_booster(self.model_dir)
@@ -49,20 +48,23 @@ class EnergyPredictor(Model):
     def get_output_types(self) -> list[dict]:
         return [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}]
 
+    def validate(self, payload):
+        return payload  # parse_v1 / parse_v2 check the request, and name the problem in a 4xx
+
     def predict(self, payload: Union[Dict, InferRequest], headers: Dict[str, str] = None) -> Union[Dict, InferResponse]:
         if isinstance(payload, InferRequest):
+            check_requested_outputs(payload.request_outputs, [OUTPUT_NAME])
             batch = parse_v2(payload.inputs, self.features)
         else:
             batch = parse_v1(payload, self.features)
         if batch.kind != "features":
-            from serving.logic import RequestError
-
             raise RequestError("the predictor takes feature rows; send meter_id requests to the transformer",
                                reason="entity_at_predictor")
         kw = forecast(self._booster, batch.matrix)
         if isinstance(payload, InferRequest):
             output = InferOutput(name=OUTPUT_NAME, shape=[len(kw)], datatype="FP32")
             output.set_data_from_numpy(kw.astype("float32"), binary_data=False)
-            return InferResponse(response_id=payload.id or "", model_name=self.name, model_version=self.version,
-                                 infer_outputs=[output])
+            return InferResponse(response_id=payload.id, model_name=self.name, model_version=self.version,
+                                 infer_outputs=[output], requested_outputs=payload.request_outputs,
+                                 use_binary_outputs=payload.use_binary_outputs)
         return {"predictions": kw.tolist(), "model_version": self.version}

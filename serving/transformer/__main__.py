@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                                     predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
                                     predictor_request_retries=args.predictor_request_retries,
                                     predictor_health_check=args.enable_predictor_health_check)
-    start_server(model, args, record_requests=True, predictor_config=config)
+    start_server(model, args, settings, record_requests=True, predictor_config=config)
     return 0
 
 

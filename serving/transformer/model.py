@@ -17,14 +17,16 @@ from typing import Dict, Union
 import httpx
 import numpy as np
 from kserve import InferInput, InferOutput, InferRequest, InferResponse, Model
+from kserve.model import append_forwardable_headers
 
 from components.feast_store import FEATURE_SERVICE, open_feature_store
 from components.registry import load_drift_detector, read_metadata
 from components.settings import Settings
 from serving import metrics
-from serving.logic import Batch, PredictorUnavailable, RequestError, parse_v1, parse_v2
+from serving.logic import Batch, PredictorUnavailable, RequestError, check_requested_outputs, parse_v1, parse_v2
 from serving.monitors import DriftMonitor, ForecastErrorTracker
 from serving.online import OnlineFeatureReader
+from serving.server import record_served_version
 
 OUTPUT_NAME = "forecast_kw"
 
@@ -33,7 +35,8 @@ OUTPUT_NAME = "forecast_kw"
 class RequestState:
     protocol: str
     batch: Batch
-    request_id: str
+    request_id: str | None
+    request: InferRequest | None = None  # the client's V2 request: which outputs it asked for, and how
 
 
 # preprocess and postprocess of one request run in the same task: its state lives here
@@ -64,7 +67,8 @@ class EnergyTransformer(Model):
         super().__init__(name)
         self.model_dir = model_dir
         self.settings = settings
-        self.version = ""
+        self.version = ""  # of the metadata and drift detector loaded here
+        self.served_version = ""  # of the predictor's model, from its last answer
         self.features: list[str] = []
         self.ready = False
 
@@ -98,26 +102,33 @@ class EnergyTransformer(Model):
 
     async def preprocess(self, payload: Union[Dict, InferRequest], headers: Dict[str, str] = None) -> InferRequest:
         if isinstance(payload, InferRequest):
-            protocol, batch = "v2", parse_v2(payload.inputs, self.features)
-            request_id = payload.id or ""
+            check_requested_outputs(payload.request_outputs, [OUTPUT_NAME])
+            state = RequestState("v2", parse_v2(payload.inputs, self.features), payload.id, payload)
         else:
-            protocol, batch = "v1", parse_v1(payload, self.features)
-            request_id = (headers or {}).get("x-request-id", "")
+            state = RequestState("v1", parse_v1(payload, self.features), (headers or {}).get("x-request-id"))
+        batch = state.batch
         if batch.kind == "entity":
             start = time.perf_counter()
             try:
                 batch.matrix = self.reader.read(batch.meter_ids, batch.hours, event_hours_out=batch.event_hours)
             finally:
                 metrics.FEAST_LOOKUP_DURATION.observe(time.perf_counter() - start)
-        self.drift.observe(batch.matrix)
-        _request.set(RequestState(protocol, batch, request_id))
-        return predictor_request(self.name, batch.matrix, self.features, request_id)
+            self.drift.observe(batch.matrix, keys=list(zip(batch.meter_ids, batch.event_hours)))
+        else:
+            self.drift.observe(batch.matrix)
+        _request.set(state)
+        return predictor_request(self.name, batch.matrix, self.features, state.request_id or "")
 
     async def predict(self, payload: InferRequest, headers: Dict[str, str] = None,
                       response_headers: Dict[str, str] = None) -> InferResponse:
-        host = self.predictor_config.predictor_host if self.predictor_config else "?"
+        config = self.predictor_config
+        host = config.predictor_host if config else "?"
         try:
-            return await super().predict(payload, headers, response_headers)
+            # as a dict, not KServe's default InferResponse.from_bytes, which drops the answer's model_version
+            answer = await self._http_client.infer(f"{config.predictor_base_url}/v2/models/{self.name}/infer",
+                                                   data=payload, headers=append_forwardable_headers(headers),
+                                                   response_headers=response_headers, is_graph_endpoint=True)
+            return InferResponse.from_rest(answer)
         except httpx.HTTPStatusError as err:
             if err.response.status_code >= 500:
                 raise PredictorUnavailable(f"predictor at {host} answered {err.response.status_code}; "
@@ -132,7 +143,10 @@ class EnergyTransformer(Model):
                           response_headers: Dict[str, str] = None) -> Union[Dict, InferResponse]:
         state = _request.get()
         kw = np.asarray(result.outputs[0].as_numpy(), dtype=np.float64).ravel()
+        # the version that produced the forecast; KServe's xgboost runtime names none, then it is ours
         version = result.model_version or self.version
+        self.served_version = version
+        record_served_version(version)
         histogram = metrics.PREDICTION_KW.labels(version)
         for value in kw:
             histogram.observe(value)
@@ -153,4 +167,6 @@ class EnergyTransformer(Model):
         output.set_data_from_numpy(kw, binary_data=False)
         parameters = {"drift_status": drift["status"], "drifted_features": ",".join(drift["drifted_features"])}
         return InferResponse(response_id=state.request_id, model_name=self.name, model_version=version,
-                             infer_outputs=[output], parameters=parameters)
+                             infer_outputs=[output], parameters=parameters,
+                             requested_outputs=state.request.request_outputs,
+                             use_binary_outputs=state.request.use_binary_outputs)

@@ -60,7 +60,22 @@ BAD = [
                                                   "data": ["NaN", *ROW[1:]]}]}).encode(), 400, "expected a number"),
     ("v2-shape-mismatch", V2, json.dumps({"inputs": [{"name": "x", "datatype": "FP64", "shape": [2, len(FEATURES)],
                                                       "data": ROW}]}).encode(), 400, "does not match"),
-    ("v2-missing-field", V2, json.dumps({"inputs": [{"name": "x", "shape": [1]}]}).encode(), 422, "datatype"),
+    ("v2-missing-field", V2, json.dumps({"inputs": [{"name": "x", "shape": [1]}]}).encode(), 400, "datatype"),
+    ("v2-not-a-list", V2, b'{"inputs": 7}', 400, "inputs"),
+    ("timestamp-overflow", V1, b'{"instances": [{"meter_id": "household-1", "timestamp": "9999-12-31T23:59:59-14:00"}]}',
+     400, "out of range"),
+    ("timestamp-underflow-v2", V2, json.dumps({"inputs": [
+        {"name": "meter_id", "datatype": "BYTES", "shape": [1], "data": ["household-1"]},
+        {"name": "timestamp", "datatype": "BYTES", "shape": [1], "data": ["0001-01-01T00:00:00+14:00"]}]}).encode(),
+     400, "out of range"),
+    ("fp32-overflow-v1", V1, json.dumps({"instances": [[1e300, *ROW[1:]]]}).encode(), 400, "FP32"),
+    ("fp32-overflow-v2", V2, json.dumps({"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, len(FEATURES)],
+                                                     "data": [-4e38, *ROW[1:]]}]}).encode(), 400, "FP32"),
+    ("huge-int-v2", V2, ('{"inputs": [{"name": "x", "datatype": "INT64", "shape": [1, %d], "data": [1%s, %s]}]}'
+                         % (len(FEATURES), "0" * 400, ", ".join(["1"] * (len(FEATURES) - 1)))).encode(), 400, "FP32"),
+    ("huge-int-v1", V1, ('{"instances": [[1%s, %s]]}' % ("0" * 400, ", ".join(["1"] * (len(FEATURES) - 1)))).encode(),
+     400, "request format"),
+    ("unknown-output", V2, json.dumps({**_ids(1), "outputs": [{"name": "nope"}]}).encode(), 400, "unknown output"),
     ("mixed-batch", V1, json.dumps({"instances": [ROW, {"meter_id": "household-1"}]}).encode(), 400, "mixes"),
     ("unknown-field", V1, b'{"instances": [{"meter_id": "household-1", "colour": "red"}]}', 400, "colour"),
 ]
@@ -71,6 +86,65 @@ def test_bad_input_is_a_4xx_that_names_the_problem(served, path, body, status, w
     resp = requests.post(served.url + path, data=body, headers={"content-type": "application/json"}, timeout=10)
     assert resp.status_code == status, resp.text
     assert words in resp.json()["error"], resp.text
+
+
+# the cases the predictor meets too (feature rows, timestamps, V2 framing), with the same answer
+PREDICTOR_TOO = {"malformed-json-v2", "empty-batch-v1", "empty-batch-v2", "timestamp-overflow", "string-feature",
+                 "inf-number", "nan-string-v2", "v2-shape-mismatch", "v2-missing-field", "v2-not-a-list",
+                 "fp32-overflow-v1", "fp32-overflow-v2", "huge-int-v1", "huge-int-v2", "unknown-output"}
+
+
+@pytest.mark.parametrize("path,body,status,words", [b[1:] for b in BAD if b[0] in PREDICTOR_TOO],
+                         ids=[b[0] for b in BAD if b[0] in PREDICTOR_TOO])
+def test_predictor_answers_bad_input_the_same_way(served, path, body, status, words):
+    resp = requests.post(served.predictor_url + path, data=body, headers={"content-type": "application/json"},
+                         timeout=10)
+    assert resp.status_code == status, resp.text
+    assert words in resp.json()["error"], resp.text
+
+
+def _log_offsets(served) -> dict[str, int]:
+    return {name: (served.logs / f"{name}.log").stat().st_size for name in ("transformer", "predictor")}
+
+
+def _new_log_lines(served, offsets: dict[str, int]) -> list[str]:
+    lines = []
+    for name, offset in offsets.items():
+        with open(served.logs / f"{name}.log", "rb") as fh:
+            fh.seek(offset)
+            lines += fh.read().decode(errors="replace").splitlines()
+    return lines
+
+
+def test_refused_requests_log_one_line_each_and_no_traceback(served):
+    offsets = _log_offsets(served)
+    sent = 0
+    for base in (served.url, served.predictor_url):
+        for _, path, body, _, _ in BAD:
+            assert requests.post(base + path, data=body, headers={"content-type": "application/json"},
+                                 timeout=10).status_code < 500
+            sent += 1
+    time.sleep(0.5)  # let the log handlers flush
+    lines = _new_log_lines(served, offsets)
+    bad = [line for line in lines if "Traceback" in line or " ERROR " in line]
+    assert not bad, "\n".join(bad[:20])
+    refusals = [line for line in lines if "_log_refusal" in line]
+    assert len(refusals) == sent and all(" 4" in line for line in refusals)
+
+
+@pytest.mark.parametrize("which", ["url", "predictor_url"])
+def test_chunked_body_over_the_limit_is_413(served, which):
+    chunk = b" " * 2**20
+
+    def body():  # no content-length: requests sends it chunked
+        yield b'{"instances": ['
+        for _ in range(5):
+            yield chunk
+        yield b"]}"
+
+    resp = requests.post(getattr(served, which) + V1, data=body(), headers={"content-type": "application/json"},
+                         timeout=30)
+    assert resp.status_code == 413 and "bytes" in resp.json()["error"], resp.text
 
 
 def test_predictor_rejects_entity_rows_and_bad_rows(served):
@@ -120,31 +194,37 @@ def test_schemathesis_fuzz_finds_no_server_error(served):
         failures = []
         for result in schema.get_all_operations():
             operation = result.ok()
-            if "/repository/" in operation.path:  # KServe's model load/unload admin routes, not our API
-                continue
 
             @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy())
             def check(case):
                 resp = case.call(base_url=base, timeout=10)
-                # 501 is KServe's deliberate answer for its /versions/ routes ("Model versioning not supported")
-                if resp.status_code >= 500 and resp.status_code != 501:
+                if resp.status_code >= 500 or resp.status_code >= 400 and "error" not in resp.json():
                     failures.append(f"{case.method} {case.formatted_path} -> {resp.status_code}: {resp.text[:200]}")
 
             check()
         assert not failures, "\n".join(failures[:10])
     assert served.procs["transformer"].poll() is None and served.procs["predictor"].poll() is None
+    # the fuzzer sent unload requests too: still serving
+    assert requests.get(f"{served.url}/v2/health/ready", timeout=5).status_code == 200
+    assert requests.get(f"{served.predictor_url}/v2/health/ready", timeout=5).status_code == 200
 
 
 def test_predictor_down_is_503_then_recovers(served):
     body = {"instances": [{"meter_id": "household-1"}]}
     assert requests.post(served.url + V1, json=body, timeout=10).status_code == 200
     stop(served.procs["predictor"])
+    offsets = _log_offsets(served)
     try:
         resp = requests.post(served.url + V1, json=body, timeout=10)
         assert resp.status_code == 503
         assert "predictor" in resp.json()["error"] and "unreachable" in resp.json()["error"]
-        assert requests.get(served.url + "/v2/health/ready", timeout=10).status_code == 503
+        for _ in range(3):  # failed readiness probes say why, and log no traceback
+            ready = requests.get(served.url + "/v2/health/ready", timeout=10)
+            assert ready.status_code == 503 and "predictor at" in ready.json()["error"], ready.text
+        lines = _new_log_lines(served, {"transformer": offsets["transformer"]})
+        bad = [line for line in lines if "Traceback" in line or " ERROR " in line]
+        assert not bad, "\n".join(bad[:20])
     finally:
         served.procs["predictor"] = start_predictor(served.model_dir, served.predictor_port, served.env,
                                                     served.logs / "predictor-restarted.log")
