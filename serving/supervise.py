@@ -204,8 +204,7 @@ class Proxy:
     async def _supervise(self) -> None:
         while not self.supervisor.stopping:
             await self.supervisor.tick()
-            if self.supervisor.failure:
-                self.supervisor.say(f"serve: error: {self.supervisor.failure}")
+            if self.supervisor.failure:  # said by the CLI on the way out
                 os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's own shutdown, then serve stops the rest
                 return
             await asyncio.sleep(TICK_SECONDS)
