@@ -103,8 +103,9 @@ class ServingDataPlane(DataPlane):
     async def model_metadata(self, model_name: str) -> dict:
         out = await super().model_metadata(model_name)
         model = self.get_model_from_registry(model_name)
-        if getattr(model, "version", None):
-            out["versions"] = [model.version]
+        version = getattr(model, "served_version", "") or getattr(model, "version", "")  # the predictor's, if known
+        if version:
+            out["versions"] = [version]
         out["platform"] = getattr(model, "platform", "") or ""
         return out
 

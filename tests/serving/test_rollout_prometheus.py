@@ -1,8 +1,11 @@
 """The rollout controller against a real Prometheus server (Debian's `prometheus`, 1 s scrapes).
 
-Prometheus scrapes two real transformers (`python -m serving.transformer`), each serving the model
-trained once for tests/serving under its own version label: v2 in front of a real predictor
-(healthy), v3 in front of a predictor that is down (made to fail: every request answers 503).
+Prometheus scrapes two real transformers (`python -m serving.transformer`) in front of the model
+trained once for tests/serving under its own version labels: one in front of a real predictor
+serving it as v2 (healthy), and v3's in front of a predictor that is down (made to fail: every
+request answers 503). As on a cluster, where one transformer fronts both predictor revisions, the
+transformer labels its metrics with the version of the predictor that answered (v2, whatever its
+own metadata says), and with its own when none answered (v3).
 A bounded loop sends them real entity requests. Everything runs on 127.0.0.1 and is stopped by pid.
 The InferenceService is an in-memory object (no cluster here) that applies each merge patch and
 checks it against kserve's model.
@@ -67,22 +70,25 @@ def _version_dir(model_dir, dest, version):
 
 @pytest.fixture(scope="module")
 def targets(trained, tmp_path_factory):
-    """{version: transformer port}: v2 healthy (real predictor), v3 failing (its predictor is down)."""
+    """{version: transformer port}: v2 healthy (its predictor serves v2), v3 failing (its predictor is down)."""
     settings, model_dir, _ = trained
     tmp = tmp_path_factory.mktemp("canary")
     env = settings.as_env()
     procs, ports = [], {}
     try:
         predictor_port = free_port()
-        procs.append(start([PYTHON, "-m", "serving.predictor", "--model_dir", str(model_dir), "--http_port",
-                            str(predictor_port)], tmp / "predictor.log", env=env))
+        procs.append(start([PYTHON, "-m", "serving.predictor", "--model_dir",
+                            str(_version_dir(model_dir, tmp / "v2", "v2")), "--http_port", str(predictor_port)],
+                           tmp / "predictor.log", env=env))
         wait_http(f"http://127.0.0.1:{predictor_port}/v2/health/ready", timeout=90, proc=procs[0])
         dead_port = free_port()  # nothing listens here: v3's predictor is down
-        for version, upstream in (("v2", predictor_port), ("v3", dead_port)):
+        # the healthy transformer holds production's metadata (the trained version): its metrics still say v2
+        for version, metadata_dir, upstream in (("v2", model_dir, predictor_port),
+                                                ("v3", _version_dir(model_dir, tmp / "v3", "v3"), dead_port)):
             port = free_port()
-            proc = start([PYTHON, "-m", "serving.transformer", "--model_dir",
-                          str(_version_dir(model_dir, tmp / version, version)), "--http_port", str(port),
-                          "--predictor_host", f"127.0.0.1:{upstream}"], tmp / f"transformer-{version}.log", env=env)
+            proc = start([PYTHON, "-m", "serving.transformer", "--model_dir", str(metadata_dir), "--http_port",
+                          str(port), "--predictor_host", f"127.0.0.1:{upstream}"], tmp / f"transformer-{version}.log",
+                         env=env)
             procs.append(proc)
             wait_http(f"http://127.0.0.1:{port}/v2/health/live", timeout=90, proc=proc)
             ports[version] = port
