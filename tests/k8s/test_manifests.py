@@ -27,7 +27,8 @@ EXPECTED = {
     ("CronJob", "rollout-controller"), ("PodMonitor", "energy-forecaster"), ("ServiceMonitor", "minio"),
     ("PrometheusRule", "smart-energy"), ("CronJob", "retrain-daily"), ("Experiment", "energy-forecaster-hpo"),
     ("NetworkPolicy", "default-deny-ingress"), ("NetworkPolicy", "minio-ingress"),
-    ("NetworkPolicy", "redis-ingress"), ("NetworkPolicy", "inference-ingress"),
+    ("NetworkPolicy", "redis-ingress"), ("NetworkPolicy", "transformer-ingress"),
+    ("NetworkPolicy", "predictor-ingress"),
     ("Deployment", "pushgateway"), ("Service", "pushgateway"), ("ServiceMonitor", "pushgateway"),
     ("NetworkPolicy", "pushgateway-ingress"),
 }
@@ -165,7 +166,43 @@ def test_network_policies_deny_by_default(objects):
     selected = {tuple(sorted(p["spec"]["podSelector"].get("matchLabels", {}).items()))
                 for p in objects if p["kind"] == "NetworkPolicy"}
     assert (("app.kubernetes.io/name", "redis"),) in selected
-    assert (("serving.kserve.io/inferenceservice", "energy-forecaster"),) in selected
+    for component in ("predictor", "transformer"):
+        assert (("component", component), ("serving.kserve.io/inferenceservice", "energy-forecaster")) in selected
+
+
+# who may open a connection to which port of the InferenceService's pods (queue-proxy 8012/8013, its
+# autoscaling metrics 9090, the container's /metrics on 8080)
+KNATIVE_PATH = {"knative-serving", "kourier-system", "istio-system"}
+ALLOWED = {
+    "transformer-ingress": {8012: KNATIVE_PATH, 8013: KNATIVE_PATH, 9090: {"knative-serving"}, 8080: {"monitoring"}},
+    "predictor-ingress": {8012: KNATIVE_PATH | {"pods:transformer"}, 8013: KNATIVE_PATH | {"pods:transformer"},
+                          9090: {"knative-serving"}, 8080: {"monitoring"}},
+}
+
+
+def _peers(peer: dict) -> str:
+    if "namespaceSelector" in peer:
+        assert "podSelector" not in peer, peer
+        return peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+    labels = peer["podSelector"]["matchLabels"]
+    assert labels["serving.kserve.io/inferenceservice"] == "energy-forecaster", peer
+    return f"pods:{labels['component']}"
+
+
+def test_only_what_must_reach_the_inference_service_can(objects):
+    for name, allowed in ALLOWED.items():
+        seen: dict[int, set[str]] = {}
+        for rule in _by(objects, "NetworkPolicy", name)["spec"]["ingress"]:
+            assert rule.get("from") and rule.get("ports"), f"{name}: a rule open to every source or port: {rule}"
+            for port in rule["ports"]:
+                seen.setdefault(port["port"], set()).update(_peers(p) for p in rule["from"])
+        assert seen == allowed, name
+    isvc = _by(objects, "InferenceService", "energy-forecaster")["spec"]
+    # the predictor's Knative service gets no route from the public gateway
+    assert isvc["predictor"]["labels"] == {"networking.knative.dev/visibility": "cluster-local"}
+    assert "labels" not in isvc["transformer"]
+    env = {e["name"]: e.get("value") for e in isvc["transformer"]["containers"][0]["env"]}
+    assert env["SE_MODEL_REPOSITORY_ROUTES"] == "false"
 
 
 def test_every_pod_is_non_root_with_limits_and_probes(objects):
