@@ -56,6 +56,11 @@ def private_servers(trained, tmp_path):
     from dataclasses import replace
 
     mine = replace(settings, feature_repo=repo)
+    from components.feast_store import apply, open_feature_store
+
+    # the copied registry names the session's parquet (an absolute path): point it at the copy's, so that
+    # pushing here cannot change what the session's other servers and tests read
+    apply(open_feature_store(mine), mine)
     port, predictor_port = free_port(), free_port()
     env = mine.as_env()
     procs = [start([PYTHON, "-m", "serving.predictor", "--model_dir", str(model_dir), "--http_port",

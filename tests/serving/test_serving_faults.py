@@ -1,8 +1,10 @@
-"""Bad input gets a 4xx naming the problem; a dead predictor gets a 503 and recovery; fuzzing finds no 500."""
+"""Bad input gets a 4xx naming the problem and one log line; a dead predictor gets a 503 and recovery; fuzzing and a
+soak find no 5xx; the README lists the codes the servers answer."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -264,3 +266,17 @@ def test_predictor_down_is_503_then_recovers(served):
     text = requests.get(served.url + "/metrics", timeout=5).text
     assert 'se_errors_total{reason="predictor_unavailable"}' in text
     assert 'code="503"' in text
+
+
+def test_readme_status_codes_are_the_ones_the_servers_answer():
+    from helpers import REPO
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Serving\n"):text.index("## Kubernetes\n")]
+    rows = {int(m[1]): m[2] for m in re.finditer(r"^  \| (\d{3}) \| (.*) \|$", section, re.M)}
+    assert {status for _, _, _, status, _ in BAD} <= set(rows)
+    assert set(rows) == {400, 403, 404, 405, 413, 422, 502, 503}
+    for words in ("NaN", "FP32", "empty batch", "timestamp", "Inference-Header-Content-Length", "wrong type"):
+        assert words in rows[400], words
+    assert "4 MiB" in rows[413] and "1,000 rows" in rows[413] and "stale" in rows[422]
+    assert "NaN" not in rows[422] and "empty" not in rows[422]
