@@ -48,7 +48,7 @@ def register(name: str):
 if __name__ == "__main__":
     import importlib
 
-    for module in ("benchmarks.features_bench", "benchmarks.serving_bench"):
+    for module in ("benchmarks.features_bench", "benchmarks.fullsize_bench", "benchmarks.serving_bench"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:

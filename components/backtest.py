@@ -82,6 +82,11 @@ def plot_forecast(forecasts: pd.DataFrame, weekly: pd.DataFrame, path: str | Pat
     forecasts = forecasts.set_index("event_timestamp")
     forecasts = forecasts.reindex(pd.date_range(forecasts.index.min(), forecasts.index.max(), freq="h"))
     ts = forecasts.index
+    missing = forecasts["target_kw"].isna()
+    runs = (missing != missing.shift()).cumsum()[missing]
+    for i, (_, run) in enumerate(runs.groupby(runs)):  # shade the hours that could not be scored
+        top.axvspan(run.index[0], run.index[-1] + pd.Timedelta(hours=1), color="0.9",
+                    label="not scored (no reading, or none the hour before)" if i == 0 else None)
     top.plot(ts, forecasts["target_kw"], color="black", lw=1, label="actual")
     top.plot(ts, forecasts["forecast_kw"], color="tab:blue", lw=1, label="XGBoost forecast")
     top.plot(ts, forecasts["usage_lag_1h"], color="tab:gray", lw=0.8, ls=":", label="persistence")

@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -394,18 +395,41 @@ def print_summary(quality: QualityReport, stream=sys.stdout) -> None:
 def split_raw_file(path: str | Path, at: str, before: str | Path, after: str | Path) -> tuple[int, int]:
     """Split a raw meter file at timestamp ``at`` into two raw files (lines kept verbatim, header on both).
 
+    Streams line by line (memory does not grow with the file); a line whose timestamp cannot be read
+    goes to ``before``, where ingest will quarantine it.
+
     Returns:
         The number of data lines written to ``before`` and to ``after``.
     """
     path = Path(path)
     delimiter = sniff(path)
-    with _open_text(path) as fh:
-        lines = fh.read().decode("utf-8").splitlines()
-    header, body = lines[0], lines[1:]
-    first = pd.Series(body, dtype="object").str.split(delimiter, n=2, expand=True)
-    stamps = pd.to_datetime(first[0] + " " + first[1], format="%d/%m/%Y %H:%M:%S", errors="coerce")
-    late = (stamps >= pd.Timestamp(at)).to_numpy()
-    for target, keep in ((before, ~late), (after, late)):
+    cut = pd.Timestamp(at).to_pydatetime()
+    days: dict[str, datetime | None] = {}  # a file has few distinct dates: parse each once
+    counts = [0, 0]
+    for target in (before, after):
         Path(target).parent.mkdir(parents=True, exist_ok=True)
-        Path(target).write_text("\n".join([header, *np.asarray(body, dtype=object)[keep]]) + "\n")
-    return int((~late).sum()), int(late.sum())
+    with _open_text(path) as src, open(before, "wb") as early, open(after, "wb") as late:
+        header = src.readline().removeprefix(b"\xef\xbb\xbf")
+        early.write(header)
+        late.write(header)
+        sep = delimiter.encode()
+        for line in src:
+            date, _, rest = line.partition(sep)
+            text = date.decode("utf-8", "replace").strip()
+            if text not in days:
+                try:
+                    days[text] = datetime.strptime(text, "%d/%m/%Y")
+                except ValueError:
+                    days[text] = None
+            day = days[text]
+            stamp = None
+            if day is not None:
+                try:
+                    h, m, sec = (int(x) for x in rest.partition(sep)[0].split(b":"))
+                    stamp = day.replace(hour=h, minute=m, second=sec)
+                except ValueError:
+                    pass
+            is_late = stamp is not None and stamp >= cut
+            (late if is_late else early).write(line if line.endswith(b"\n") else line + b"\n")
+            counts[is_late] += 1
+    return counts[0], counts[1]
