@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextvars
+import gc
 import logging
 import re
 import time
@@ -254,4 +255,8 @@ def start_server(model: kserve.Model, args: argparse.Namespace, settings: Settin
     if not args.log_requests:  # after ModelServer() configured logging; a line per request costs latency
         for name in ("uvicorn.access", "kserve.trace"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    # everything loaded so far (KServe, Feast, xgboost, the detector) lives as long as the process: keep it out
+    # of the collector's full passes, which otherwise stall a request for ~0.15 s every few hundred requests
+    gc.collect()
+    gc.freeze()
     server.start([model])
