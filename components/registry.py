@@ -196,9 +196,9 @@ def write_model_dir(booster, metadata: dict[str, Any], out_dir: str | Path, dete
     out_dir.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(out_dir / MODEL_FILE))
     if detector is not None:
-        from alibi_detect.saving import save_detector
+        from components.drift import save
 
-        save_detector(detector, str(out_dir / DRIFT_DIR))
+        save(detector, out_dir / DRIFT_DIR)
     metadata = dict(metadata) | {"model_file": MODEL_FILE, "sha256": sha256_of(out_dir / MODEL_FILE),
                                  "files": file_digests(out_dir)}
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str) + "\n")
@@ -210,10 +210,10 @@ def load_drift_detector(model_dir: str | Path):
     path = Path(model_dir) / DRIFT_DIR
     if not path.exists():
         return None
-    from alibi_detect.saving import load_detector
+    from components.drift import load
 
     try:
-        return load_detector(str(path))
+        return load(path)
     except Exception as err:  # noqa: BLE001 - whatever alibi raises for a detector it cannot read, say it in one line
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
         raise ModelIntegrityError(f"{path}: cannot load the drift detector ({type(err).__name__}: {first})") from None

@@ -91,10 +91,9 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, trials: int) -> dict[str, Any
 
 def fit_drift_detector(frame: pd.DataFrame, settings: Settings):
     """Alibi Detect's Kolmogorov-Smirnov detector on the training window's complete feature rows."""
-    from alibi_detect.cd import KSDrift
+    from components.drift import ks_detector
 
-    reference = frame[FEATURES].dropna().tail(DRIFT_REFERENCE_ROWS).to_numpy(dtype=np.float32)
-    return KSDrift(reference, p_val=settings.drift_p_value)
+    return ks_detector(frame[FEATURES].dropna().tail(DRIFT_REFERENCE_ROWS).to_numpy(), settings.drift_p_value)
 
 
 def training_frame(hourly: pd.DataFrame, settings: Settings, until: pd.Timestamp | None = None,
