@@ -68,8 +68,12 @@ def fit_booster(train: pd.DataFrame, valid: pd.DataFrame, params: dict[str, Any]
                      "best_iteration": int(booster.best_iteration), "valid_hours": int(len(valid))}
 
 
-def tune(train: pd.DataFrame, valid: pd.DataFrame, trials: int) -> dict[str, Any]:
-    """Optuna search over the booster's main knobs (bounded trials), scored on the time-ordered split."""
+def tune(train: pd.DataFrame, valid: pd.DataFrame, trials: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Optuna search over the booster's main knobs (bounded trials), scored on the time-ordered split.
+
+    Returns:
+        The best parameters, and what the search did: trials completed and the best validation MAE.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -86,7 +90,8 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, trials: int) -> dict[str, Any
 
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=7))
     study.optimize(objective, n_trials=trials, show_progress_bar=sys.stderr.isatty())
-    return study.best_params
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return study.best_params, {"trials_completed": len(completed), "best_valid_mae_kw": study.best_value}
 
 
 def fit_drift_detector(frame: pd.DataFrame, settings: Settings):
@@ -146,8 +151,10 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
     window = hourly if cutoff is None else hourly[hourly["timestamp"] < cutoff]
     fit_part, valid_part = time_split(frame)
     params = dict(params or {})
+    search = None
     if hpo_trials > 0:
-        params |= tune(fit_part, valid_part, hpo_trials)
+        best, search = tune(fit_part, valid_part, hpo_trials)
+        params |= best
     booster, metrics = fit_booster(fit_part, valid_part, params)
     # refit on the whole window with the number of rounds early stopping found
     full = xgb.DMatrix(frame[FEATURES], label=frame["target_kw"], feature_names=FEATURES)
@@ -169,6 +176,7 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
                             "gaps": find_gaps(window)},
         "params": {**final, "num_boost_round": metrics["best_iteration"] + 1},
         "hpo_trials": hpo_trials,
+        "hpo": search,
         "metrics": metrics,
         "library_versions": library_versions(),
     }

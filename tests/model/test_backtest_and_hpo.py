@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from components.train import DEFAULT_PARAMS, train
 
@@ -32,7 +33,9 @@ def test_backtest_cli_writes_weekly_scores_and_plot(shared_data, tmp_path, featu
 
 def test_hpo_runs_bounded_trials(shared_data, tmp_path, isolated_settings):
     meta = train(shared_data, tmp_path / "model", isolated_settings, hpo_trials=3, until="2007-01-20")
-    assert meta["hpo_trials"] == 3
+    assert meta["hpo"]["trials_completed"] == 3  # counted from the study, not the argument echoed
+    # the model was fitted with the best trial's parameters: its validation MAE is that trial's
+    assert meta["metrics"]["valid_mae_kw"] == pytest.approx(meta["hpo"]["best_valid_mae_kw"], rel=1e-12)
     tuned = {k: meta["params"][k] for k in ("max_depth", "eta", "subsample")}
     assert tuned != {k: DEFAULT_PARAMS[k] for k in tuned}
     assert meta["training_window"]["end"] < "2007-01-20"

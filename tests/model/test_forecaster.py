@@ -57,13 +57,24 @@ def test_metadata_records_window_features_and_hash(trained):
 
 
 def test_training_rows_come_from_feast_point_in_time(trained):
-    """The offline parquet Feast reads holds a row per hour; the model's inputs equal them (no skew)."""
-    features = pd.read_parquet(trained["settings"].feature_repo / "data" / "hourly_features.parquet")
+    """The model's input for an hour is the same row offline (training), online (serving) and from the
+    feature function: the same forecast to the last bit (no train/serve skew)."""
+    from components.feast_store import historical_features, online_features, open_feature_store
+    from components.features import build_feature_frame
+    from components.ingest import load_hourly
+
+    store = open_feature_store(trained["settings"])
     booster, meta = load_booster(trained["model_dir"])
-    last = features.sort_values("event_timestamp").iloc[[-1]]
-    assert last["event_timestamp"].iloc[0] == pd.Timestamp(CUT, tz="UTC")  # one row past the data
-    pred = booster.predict(xgb.DMatrix(last[meta["features"]], feature_names=meta["features"]))
-    assert np.isfinite(pred).all()
+    first_unseen = pd.Timestamp(CUT, tz="UTC")  # the hour after the training data: what a server answers for
+    offline = historical_features(store, pd.DataFrame({"meter_id": ["household-1"], "event_timestamp": [first_unseen]}))
+    online = online_features(store, ["household-1"])
+    direct = build_feature_frame(load_hourly(trained["history"]))
+    direct = direct[direct["event_timestamp"] == first_unseen]
+    feats = meta["features"]
+    forecasts = [booster.predict(xgb.DMatrix(rows[feats].astype(float), feature_names=feats))[0]
+                 for rows in (offline, online, direct)]
+    assert np.isfinite(forecasts[0]) and forecasts[0] == forecasts[1] == forecasts[2]
+    np.testing.assert_array_equal(offline[feats].to_numpy(float), online[feats].to_numpy(float))
 
 
 def test_evaluate_cli_prints_json_with_baselines(trained):
