@@ -179,8 +179,8 @@ class ServingMiddleware:
                 metrics.REQUESTS.labels(version, protocol, str(code)).inc()
                 metrics.REQUEST_DURATION.labels(version).observe(time.perf_counter() - start)
                 if code >= 400:
-                    reason = state.get("se_reason") or FALLBACK_REASONS.get(code, "internal" if code >= 500 else "client_error")
-                    metrics.ERRORS.labels(reason).inc()
+                    fallback = FALLBACK_REASONS.get(code, "internal" if code >= 500 else "client_error")
+                    metrics.ERRORS.labels(state.get("se_reason") or fallback).inc()
 
 
 def _version_in_query(scope) -> dict | None:

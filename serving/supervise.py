@@ -251,7 +251,8 @@ def serve_supervised(model_dir: str | Path, port: int, predictor_port: int, tran
     predictor = Child("predictor", "serving.predictor", [*common, "--http_port", str(predictor_port)],
                       f"http://127.0.0.1:{predictor_port}/v2/health/ready", env)
     transformer = Child("transformer", "serving.transformer",
-                        [*common, "--http_port", str(transformer_port), "--predictor_host", f"127.0.0.1:{predictor_port}"],
+                        [*common, "--http_port", str(transformer_port),
+                         "--predictor_host", f"127.0.0.1:{predictor_port}"],
                         f"http://127.0.0.1:{transformer_port}/v2/health/ready", env)
     supervisor = Supervisor([predictor, transformer], announce=(
         f"serving {model_name} from {model_dir} on http://127.0.0.1:{port} (V1 /v1/models/{model_name}:predict, "

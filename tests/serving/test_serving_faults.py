@@ -64,7 +64,8 @@ BAD = [
                                                       "data": ROW}]}).encode(), 400, "does not match"),
     ("v2-missing-field", V2, json.dumps({"inputs": [{"name": "x", "shape": [1]}]}).encode(), 400, "datatype"),
     ("v2-not-a-list", V2, b'{"inputs": 7}', 400, "inputs"),
-    ("timestamp-overflow", V1, b'{"instances": [{"meter_id": "household-1", "timestamp": "9999-12-31T23:59:59-14:00"}]}',
+    ("timestamp-overflow", V1,
+     b'{"instances": [{"meter_id": "household-1", "timestamp": "9999-12-31T23:59:59-14:00"}]}',
      400, "out of range"),
     ("timestamp-underflow-v2", V2, json.dumps({"inputs": [
         {"name": "meter_id", "datatype": "BYTES", "shape": [1], "data": ["household-1"]},
@@ -203,7 +204,8 @@ def test_soak_mixed_good_and_bad_requests_no_5xx_no_growth(served, capsys):
     growth = {name: (_rss_kib(pid) - before[name]) / 1024 for name, pid in procs.items()}
     sent = sum(codes.values())
     with capsys.disabled():
-        print(f"\nsoak: {sent} requests in {elapsed:.1f}s ({sent / elapsed:.0f}/s), codes {dict(sorted(codes.items()))}, "
+        print(f"\nsoak: {sent} requests in {elapsed:.1f}s ({sent / elapsed:.0f}/s), "
+              f"codes {dict(sorted(codes.items()))}, "
               f"RSS growth transformer {growth['transformer']:+.1f} MiB, predictor {growth['predictor']:+.1f} MiB")
     assert sent == SOAK_RATE * SOAK_SECONDS and elapsed >= SOAK_SECONDS
     assert not [c for c in codes if c >= 500], codes
