@@ -38,7 +38,7 @@ test: install system-deps
 
 demo: install
 	@test -f "$(DATA)" || { echo "demo: no data file at $(DATA) (set DATA=path/to/household_power_consumption.txt)"; exit 2; }
-	$(PY) -m components.demo --data $(DATA)
+	$(PY) -m smart_energy.demo --data $(DATA)
 
 bench: install system-deps
 	$(PY) benchmarks/run.py --data $(DATA)

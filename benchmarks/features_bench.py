@@ -11,8 +11,8 @@ from benchmarks.cases import register
 @register("features_build")
 def features_build(ingest_dir: str) -> dict:
     """Lags, rolling windows, shares and calendar for every hour of the ingest output."""
-    from components.features import build_feature_frame
-    from components.ingest import load_hourly
+    from smart_energy.components.features import build_feature_frame
+    from smart_energy.components.ingest import load_hourly
 
     hourly = load_hourly(ingest_dir)
     start = time.perf_counter()
@@ -25,14 +25,14 @@ def features_publish(ingest_dir: str, repo: str) -> dict:
     """Build + write the offline parquet + feast apply + materialise the online store over the range."""
     import shutil
 
-    from components.feast_store import open_feature_store, publish
-    from components.ingest import load_hourly
-    from components.settings import REPO_ROOT, Settings
+    from smart_energy.components.feast_store import open_feature_store, publish
+    from smart_energy.components.ingest import load_hourly
+    from smart_energy.components.settings import PACKAGED_FEATURE_REPO, Settings
 
     repo_path = Path(repo)
     repo_path.mkdir(parents=True, exist_ok=True)
     for name in ("feature_store.yaml", "feature_definitions.py"):
-        shutil.copy(REPO_ROOT / "feature_repo" / name, repo_path / name)
+        shutil.copy(PACKAGED_FEATURE_REPO / name, repo_path / name)
     settings = Settings(feature_repo=repo_path)
     hourly = load_hourly(ingest_dir)
     start = time.perf_counter()

@@ -21,22 +21,22 @@ TRAIN_PEAK_LIMIT_MIB = 1536
 
 def _repo(path: str) -> Path:
     """A fresh copy of the feature repo's definitions and config at ``path``."""
-    from components.settings import REPO_ROOT
+    from smart_energy.components.settings import PACKAGED_FEATURE_REPO
 
     repo = Path(path)
     repo.mkdir(parents=True, exist_ok=True)
     for name in ("feature_store.yaml", "feature_definitions.py"):
-        shutil.copy(REPO_ROOT / "feature_repo" / name, repo / name)
+        shutil.copy(PACKAGED_FEATURE_REPO / name, repo / name)
     return repo
 
 
 @register("historical_retrieval")
 def historical_retrieval(ingest_dir: str, repo: str) -> dict:
     """Point-in-time rows for every complete hour from a published repo (what training reads)."""
-    from components.feast_store import historical_features, open_feature_store
-    from components.features import labels
-    from components.ingest import load_hourly
-    from components.settings import Settings
+    from smart_energy.components.feast_store import historical_features, open_feature_store
+    from smart_energy.components.features import labels
+    from smart_energy.components.ingest import load_hourly
+    from smart_energy.components.settings import Settings
 
     entity_df = labels(load_hourly(ingest_dir))
     store = open_feature_store(Settings(feature_repo=Path(repo)))
@@ -52,7 +52,7 @@ def train_cli(raw: str, repo: str, model_dir: str) -> dict:
 
     os.environ["SE_FEATURE_REPO"] = str(_repo(repo))
     os.environ["SE_ARTIFACT_URI"] = (Path(model_dir).parent / "artifacts").as_uri()
-    from components.cli import main
+    from smart_energy.cli import main
 
     start = time.perf_counter()
     code = main(["train", "--data", raw, "--model-dir", model_dir])
@@ -67,7 +67,7 @@ def pipeline_local(raw: str, root: str) -> dict:
     """The training pipeline with kfp.local; peak memory is the largest task's (each task is a process)."""
     os.environ["SE_FEATURE_REPO"] = str(_repo(Path(root) / "feature_repo"))
     os.environ["SE_ARTIFACT_URI"] = (Path(root) / "artifacts").as_uri()
-    from pipelines.local_run import run_local
+    from smart_energy.pipelines.local_run import run_local
 
     start = time.perf_counter()
     run = run_local(raw, Path(root) / "runs")

@@ -65,7 +65,7 @@ def make_baseline_app():
     import xgboost as xgb
     from fastapi import FastAPI
 
-    from components.registry import load_booster
+    from smart_energy.components.registry import load_booster
 
     booster, metadata = load_booster(os.environ["SE_BENCH_MODEL_DIR"])
     features = metadata["features"]
@@ -98,8 +98,8 @@ def run_wrk(url: str, body: dict, work: Path, seconds: int, connections: int, ra
 
 
 def _train(shared: Path, work: Path):
-    from components.settings import Settings
-    from components.train import train
+    from smart_energy.components.settings import Settings
+    from smart_energy.components.train import train
 
     data = work / "train_slice.txt"
     with open(shared) as src, open(data, "w") as dst:
@@ -134,9 +134,9 @@ def bench(big: Path, work: Path, run_case, shared: Path) -> dict:
     ports = {k: free_port() for k in ("predictor", "transformer", "baseline")}
     py = sys.executable
     procs = {
-        "predictor": start([py, "-m", "serving.predictor", "--model_dir", str(model_dir),
+        "predictor": start([py, "-m", "smart_energy.serving.predictor", "--model_dir", str(model_dir),
                             "--http_port", str(ports["predictor"])], work / "predictor.log", env=env),
-        "transformer": start([py, "-m", "serving.transformer", "--model_dir", str(model_dir),
+        "transformer": start([py, "-m", "smart_energy.serving.transformer", "--model_dir", str(model_dir),
                               "--http_port", str(ports["transformer"]),
                               "--predictor_host", f"127.0.0.1:{ports['predictor']}"], work / "transformer.log",
                              env=env),

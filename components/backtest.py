@@ -7,7 +7,6 @@ for all hours, so every fold sees only what was known before each hour.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,12 +15,12 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from components.errors import SmartEnergyError
-from components.evaluate import BASELINES, EXTRA_BASELINES, predict, score_frame
-from components.features import check_history
-from components.ingest import load_hourly
-from components.settings import Settings, get_settings
-from components.train import fit_booster, time_split, training_frame
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.evaluate import BASELINES, EXTRA_BASELINES, predict, score_frame
+from smart_energy.components.features import check_history
+from smart_energy.components.ingest import load_hourly
+from smart_energy.components.settings import Settings, get_settings
+from smart_energy.components.train import fit_booster, time_split, training_frame
 
 
 def backtest(data: str | Path, weeks: int = 4, settings: Settings | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -34,7 +33,7 @@ def backtest(data: str | Path, weeks: int = 4, settings: Settings | None = None)
     Returns:
         (per-week scores: model and baselines MAE/RMSE, hours skipped; hourly forecasts: actual, model, baselines).
     """
-    from components.feast_store import scratch_feature_store
+    from smart_energy.components.feast_store import scratch_feature_store
 
     settings = settings or get_settings()
     hourly = load_hourly(data)
@@ -122,25 +121,19 @@ def summary(weekly: pd.DataFrame) -> dict[str, Any]:
             **{c: float((scored[c] * w).sum()) for c in cols}}
 
 
-def _cmd_backtest(args: argparse.Namespace) -> int:
-    weekly, forecasts = backtest(args.data, weeks=args.weeks)
-    args.out.mkdir(parents=True, exist_ok=True)
-    weekly.to_csv(args.out / "backtest_weekly.csv", index=False)
-    forecasts.to_csv(args.out / "backtest_forecasts.csv", index=False)
-    png = plot_forecast(forecasts, weekly, args.out / "forecast_vs_actual.png")
+def write_report(weekly: pd.DataFrame, forecasts: pd.DataFrame, out: str | Path) -> dict[str, Any]:
+    """The backtest's files in ``out``: weekly and hourly CSVs, ``backtest.json`` and ``forecast_vs_actual.png``.
+
+    Returns:
+        The summary (see :func:`summary`) with the plot's path.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    weekly.to_csv(out / "backtest_weekly.csv", index=False)
+    forecasts.to_csv(out / "backtest_forecasts.csv", index=False)
+    png = plot_forecast(forecasts, weekly, out / "forecast_vs_actual.png")
     result = {"summary": summary(weekly), "plot": str(png),
               "weekly": json.loads(weekly.to_json(orient="records", date_format="iso"))}
-    (args.out / "backtest.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(weekly.to_string(index=False, float_format=lambda v: f"{v:.3f}"), file=sys.stderr)
-    print(json.dumps(result["summary"] | {"plot": str(png)}, indent=2))
-    return 0
+    (out / "backtest.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result["summary"] | {"plot": str(png)}
 
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("backtest", help="rolling-origin backtest: weekly retraining, MAE per week vs baselines, plot",
-                       description="Retrain weekly over the last WEEKS weeks of DATA and forecast each week; writes "
-                       "backtest_weekly.csv, backtest_forecasts.csv, backtest.json and forecast_vs_actual.png to OUT.")
-    p.add_argument("--data", type=Path, required=True, help="raw meter file or ingest dir")
-    p.add_argument("--out", type=Path, default=Path("reports/backtest"))
-    p.add_argument("--weeks", type=int, default=4)
-    p.set_defaults(func=_cmd_backtest)

@@ -8,8 +8,6 @@ and a baseline missing for some of them is compared with the model on the hours 
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +15,11 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from components.errors import SmartEnergyError
-from components.features import FEATURES, check_history, find_gaps, labels
-from components.ingest import load_hourly
-from components.registry import load_booster
-from components.settings import Settings, get_settings
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.features import FEATURES, check_history, find_gaps, labels
+from smart_energy.components.ingest import load_hourly
+from smart_energy.components.registry import load_booster
+from smart_energy.components.settings import Settings, get_settings
 
 BASELINES = {"persistence": "usage_lag_1h", "seasonal_24h": "usage_lag_24h", "seasonal_168h": "usage_lag_168h"}
 # A stronger hand-made forecast than the issue asks for: the mean of the last quarter hour.
@@ -44,7 +42,7 @@ def scoring_frame(data: pd.DataFrame, history: pd.DataFrame | None = None,
         The scorable rows, and the hours of ``data`` skipped by reason (``target_missing``: the hour
         itself has too few readings; ``no_persistence``: the hour before has).
     """
-    from components.feast_store import historical_features, publish, scratch_feature_store
+    from smart_energy.components.feast_store import historical_features, publish, scratch_feature_store
 
     combined = data if history is None else pd.concat([history, data], ignore_index=True).drop_duplicates(
         ["meter_id", "timestamp"], keep="last")
@@ -95,7 +93,7 @@ def evaluate(model_dir: str | Path, data: str | Path, history: str | Path | None
     data_hourly = load_hourly(data)
     history_hourly = load_hourly(history) if history else None
     if last_weeks:
-        from components.train import holdout_start
+        from smart_energy.components.train import holdout_start
 
         start = holdout_start(data_hourly, last_weeks)
         earlier = data_hourly[data_hourly["timestamp"] < start]
@@ -109,21 +107,3 @@ def evaluate(model_dir: str | Path, data: str | Path, history: str | Path | None
     result["first_hour"] = str(frame["event_timestamp"].min())
     result["last_hour"] = str(frame["event_timestamp"].max())
     return result
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    print(json.dumps(evaluate(args.model_dir, args.data, args.history, args.last_weeks), indent=2))
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score a model vs persistence and seasonal baselines (JSON on stdout)",
-                       description="Next-hour MAE/RMSE (kW) of the model and of the persistence, seasonal_24h and "
-                       "seasonal_168h baselines on the same hours; hours skipped (incomplete target, no "
-                       "persistence) are counted and long gaps listed. Features come from a scratch Feast store.")
-    p.add_argument("--model-dir", type=Path, required=True)
-    p.add_argument("--data", required=True, help="raw meter file or ingest dir (or its URI) to score")
-    p.add_argument("--history", help="earlier readings that supply the lags")
-    p.add_argument("--last-weeks", type=int, default=0,
-                   help="score only the data's last N weeks; the hours before are history")
-    p.set_defaults(func=_cmd_evaluate)

@@ -54,7 +54,7 @@ def _staging(config) -> dict:
 
 
 class SmartEnergyDuckDBOfflineStoreConfig(feast_duckdb.DuckDBOfflineStoreConfig):
-    type: str = "components.feast_offline.SmartEnergyDuckDBOfflineStore"
+    type: str = "smart_energy.components.feast_offline.SmartEnergyDuckDBOfflineStore"
 
 
 class SmartEnergyDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):

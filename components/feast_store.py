@@ -7,10 +7,9 @@ embedded mode and a cluster.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.util
-import json
+import io
 import shutil
 import sys
 import tempfile
@@ -23,15 +22,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from components.errors import SmartEnergyError
-from components.features import FEATURES, build_feature_frame, write_feature_frame
-from components.ingest import load_hourly
-from components.settings import REPO_ROOT, Settings, get_settings
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.features import FEATURES, build_feature_frame, write_feature_frame
+from smart_energy.components.settings import PACKAGED_FEATURE_REPO, Settings, get_settings
 
 FEATURE_SERVICE = "forecast_features_v1"
 PUSH_SOURCE = "hourly_usage_push_source"
 # Feast's DuckDB offline store (bounded-memory point-in-time joins), reading s3:// through fsspec.
-OFFLINE_STORE = "components.feast_offline.SmartEnergyDuckDBOfflineStore"
+OFFLINE_STORE = "smart_energy.components.feast_offline.SmartEnergyDuckDBOfflineStore"
 
 
 class FeatureStoreError(SmartEnergyError):
@@ -64,8 +62,26 @@ def open_feature_store(settings: Settings | None = None):
     from feast import FeatureStore
 
     settings = settings or get_settings()
+    ensure_feature_repo(settings)
     (Path(settings.feature_repo) / "data").mkdir(parents=True, exist_ok=True)
     return FeatureStore(config=repo_config(settings))
+
+
+def ensure_feature_repo(settings: Settings) -> Path:
+    """The settings' feature repo; the default one is created from the packaged repo on first use.
+
+    Raises:
+        SmartEnergyError: for an SE_FEATURE_REPO without a feature_store.yaml.
+    """
+    repo = Path(settings.feature_repo)
+    if (repo / "feature_store.yaml").is_file():
+        return repo
+    if repo.resolve() != Settings().feature_repo.resolve():
+        raise SmartEnergyError(f"{repo}: no feature_store.yaml (SE_FEATURE_REPO must name a Feast repo)")
+    repo.mkdir(parents=True, exist_ok=True)
+    for name in ("feature_store.yaml", "feature_definitions.py", ".feastignore"):
+        shutil.copy(PACKAGED_FEATURE_REPO / name, repo / name)
+    return repo
 
 
 def feature_source_path(settings: Settings) -> str:
@@ -79,7 +95,7 @@ def definitions(settings: Settings) -> list:
 
     path = Path(settings.feature_repo) / "feature_definitions.py"
     if not path.is_file():  # a config-only repo (the cluster's ConfigMap): the definitions ship with the code
-        path = REPO_ROOT / "feature_repo" / "feature_definitions.py"
+        path = PACKAGED_FEATURE_REPO / "feature_definitions.py"
     spec = importlib.util.spec_from_file_location("smart_energy_feature_definitions", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -102,7 +118,7 @@ def scratch_feature_store(settings: Settings) -> Iterator[tuple[Any, Settings]]:
     with tempfile.TemporaryDirectory(prefix="smart-energy-scratch-") as tmp:
         repo = Path(tmp) / "feature_repo"
         repo.mkdir()
-        shutil.copy(REPO_ROOT / "feature_repo" / "feature_store.yaml", repo)
+        shutil.copy(PACKAGED_FEATURE_REPO / "feature_store.yaml", repo)
         scratch = replace(settings, feature_repo=repo, feature_source="data/hourly_features.parquet",
                           feast_registry="", online_store="sqlite")
         yield open_feature_store(scratch), scratch
@@ -131,7 +147,7 @@ def publish(hourly: pd.DataFrame, store, settings: Settings, materialize: bool =
     features = build_feature_frame(hourly)
     path = feature_source_path(settings)
     if "://" in path:
-        from components.storage import open_store
+        from smart_energy.components.storage import open_store
 
         uri = path.rsplit("/", 1)
         s3 = open_store(uri[0], settings)
@@ -142,8 +158,13 @@ def publish(hourly: pd.DataFrame, store, settings: Settings, materialize: bool =
     if materialize:
         start = features["event_timestamp"].min().to_pydatetime()
         end = features["event_timestamp"].max().to_pydatetime() + timedelta(seconds=1)
-        with contextlib.redirect_stdout(sys.stderr):  # Feast reports progress on stdout; ours is for results
+        # Feast reports progress on stdout, which is for our results: on a terminal it goes to stderr, else
+        # our own one line says what happened
+        with contextlib.redirect_stdout(sys.stderr if sys.stderr.isatty() else io.StringIO()):
             store.materialize(start, end)
+        if not sys.stderr.isatty():
+            print(f"features: {len(features):,} rows ({start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}) materialised "
+                  f"into the {store.config.online_store.type} online store", file=sys.stderr)
     return features
 
 
@@ -182,41 +203,3 @@ def push(store, hourly: pd.DataFrame) -> pd.DataFrame:
     remote = "://" in store.get_data_source("hourly_usage_source").path
     store.push(PUSH_SOURCE, latest, to=PushMode.ONLINE if remote else PushMode.ONLINE_AND_OFFLINE)
     return latest
-
-
-def _cmd_features(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    store = open_feature_store(settings)
-    if args.action == "apply":
-        apply(store, settings)
-        print(f"applied {len(definitions(settings))} Feast objects to {store.config.registry.path}", file=sys.stderr)
-    elif args.action in ("build", "materialize"):
-        if not args.data:
-            raise SmartEnergyError(f"features {args.action} needs --data (raw file or ingest directory)")
-        features = publish(load_hourly(args.data), store, settings, materialize=args.action == "materialize")
-        print(json.dumps({"rows": len(features), "meters": int(features["meter_id"].nunique()),
-                          "first": str(features["event_timestamp"].min()),
-                          "last": str(features["event_timestamp"].max()),
-                          "source": feature_source_path(settings)}))
-    elif args.action == "push":
-        if not args.data:
-            raise SmartEnergyError("features push needs --data (the newest readings with a week of history)")
-        latest = push(store, load_hourly(args.data))
-        print(latest.to_json(orient="records", date_format="iso"))
-    elif args.action == "online":
-        print(online_features(store, args.meter_id or [settings.meter_id]).to_json(orient="records"))
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "features",
-        help="Feast feature repo: apply, build/materialize from data, push new readings, read online",
-        description="apply: register feature_repo definitions. build: write the offline parquet from DATA. "
-        "materialize: build + load the online store over the data's own range. push: push the newest "
-        "hour's features. online: print online features for meters.",
-    )
-    p.add_argument("action", choices=["apply", "build", "materialize", "push", "online"])
-    p.add_argument("--data", type=Path, help="raw meter file or ingest output directory")
-    p.add_argument("--meter-id", action="append", default=None, help="meter(s) for `online` (default SE_METER_ID)")
-    p.set_defaults(func=_cmd_features)

@@ -14,7 +14,7 @@ import holidays
 import numpy as np
 import pandas as pd
 
-from components.errors import SmartEnergyError
+from smart_energy.components.errors import SmartEnergyError
 
 TARGET = "global_active_power_kw"
 LAGS = (1, 2, 3, 24, 168)

@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from components.errors import SmartEnergyError
-from components.hourly import HOURLY_CHANNELS, resample_hourly
-from components.validate import MEASUREMENTS, REASONS, validate_rows
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.hourly import HOURLY_CHANNELS, resample_hourly
+from smart_energy.components.validate import MEASUREMENTS, REASONS, validate_rows
 
 HEADER = ["Date", "Time", *MEASUREMENTS]
 
@@ -347,7 +347,7 @@ def write_outputs(result: IngestResult, out_dir: str | Path) -> dict[str, Path]:
 
 def _fetch_uri(uri: str) -> Path:
     """Copy an artifact-store object (or an ingest "directory"'s hourly.parquet) to a local temp file."""
-    from components.storage import download_object
+    from smart_energy.components.storage import download_object
 
     name = uri.rstrip("/").rpartition("/")[2]
     if "." not in name:  # a directory: the ingest output's hourly frame

@@ -1,6 +1,6 @@
 """The training pipeline's own steps: fetch, quality gate, hold-out split, compare with production, promote.
 
-Plain typed functions; the KFP components in ``components.kfp_components`` are thin shells over
+Plain typed functions; the KFP components in ``smart_energy.pipelines.kfp_components`` are thin shells over
 these and over the ingest/feature/train/evaluate/registry stages. The promote-or-not decision is
 made here, inside a step, so that a local run and a cluster run take the same path.
 """
@@ -15,8 +15,8 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
-from components.errors import SmartEnergyError
-from components.settings import Settings
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.settings import Settings
 
 DEFAULT_HOLDOUT_DAYS = 28
 MIN_TRAINING_DAYS = 8  # one week for the 168 h lag plus a day, as features.check_history asks
@@ -37,7 +37,7 @@ def fetch_raw(data_uri: str, dest_dir: str | Path, settings: Settings) -> Path:
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     if parsed.scheme == "s3":
-        from components.storage import download_object
+        from smart_energy.components.storage import download_object
 
         return download_object(data_uri, dest_dir / Path(parsed.path).name, settings)
     if parsed.scheme not in ("", "file"):
@@ -102,7 +102,7 @@ def quality_markdown(quality: dict[str, Any], max_quarantine_fraction: float) ->
 
 def holdout_cutoff(last_timestamp: str, holdout_days: int = DEFAULT_HOLDOUT_DAYS) -> str:
     """Start of the evaluation window: midnight ``holdout_days`` before the end of the last day with readings."""
-    from components.features import window_start
+    from smart_energy.components.features import window_start
 
     return window_start(pd.Timestamp(last_timestamp).tz_localize(None), holdout_days).isoformat()
 
@@ -117,7 +117,7 @@ def split_history_holdout(raw: Path, first_timestamp: str, cutoff: str, history_
     Raises:
         SmartEnergyError: when the history is shorter than a model needs.
     """
-    from components.ingest import split_raw_file
+    from smart_energy.components.ingest import split_raw_file
 
     days = (pd.Timestamp(cutoff) - pd.Timestamp(first_timestamp).tz_localize(None)) / pd.Timedelta(days=1)
     if days < MIN_TRAINING_DAYS:
@@ -142,10 +142,10 @@ def compare_with_production(model_dir: str | Path, holdout: str | Path, history:
     """Score the new model and the registry's production model (if any) on the same hold-out hours.
 
     Returns:
-        ``{"candidate": evaluation, "production": evaluation or None}`` (see ``components.evaluate``).
+        ``{"candidate": evaluation, "production": evaluation or None}`` (see ``smart_energy.components.evaluate``).
     """
-    from components.evaluate import evaluate
-    from components.registry import download, stage_version
+    from smart_energy.components.evaluate import evaluate
+    from smart_energy.components.registry import download, stage_version
 
     result: dict[str, Any] = {"candidate": evaluate(model_dir, holdout, history), "production": None}
     if stage_version(store, model_name, "production"):
@@ -203,7 +203,7 @@ def register_and_promote(store, model_dir: str | Path, decision: dict[str, Any])
     - better, no production yet: production at once (there is nothing to canary against);
     - better than production: candidate; `smart-energy rollout` canaries it and sets production.
     """
-    from components.registry import read_metadata, register, set_stage
+    from smart_energy.components.registry import read_metadata, register, set_stage
 
     first = decision.get("production_version") is None
     stage = None if not decision["promote"] else ("production" if first else "candidate")
@@ -223,7 +223,7 @@ def deploy_request(decision: dict[str, Any], settings: Settings) -> dict[str, An
               "namespace": settings.namespace, "name": settings.inference_service}
     if not decision["promote"]:
         return {"action": "none", "reason": decision["reason"], "target": target}
-    from serving.rollout import canary_patch, parse_steps, storage_uri  # the patch the controller itself sends
+    from smart_energy.components.rollout_policy import canary_patch, parse_steps, storage_uri  # the controller's own patch
 
     version = decision["version"]
     percent = 100 if decision.get("production_version") is None else parse_steps(settings.canary_steps)[0]

@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from components.errors import SmartEnergyError
-from components.storage import ArtifactNotFound, ArtifactStore
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.storage import ArtifactNotFound, ArtifactStore
 
 MODEL_FILE = "model.json"
 METADATA_FILE = "metadata.json"
@@ -141,8 +141,8 @@ def resolve_model_dir(ref: str | Path | None, dest: str | Path, settings=None) -
     ``ref`` is a local directory; or ``<store URI>/models/<name>/<version or stage>`` (``s3://``/``file://``),
     downloaded into ``dest``; or None: the production model of ``SE_MODEL_NAME`` in ``SE_ARTIFACT_URI``.
     """
-    from components.settings import get_settings
-    from components.storage import open_store
+    from smart_energy.components.settings import get_settings
+    from smart_energy.components.storage import open_store
 
     settings = settings or get_settings()
     if ref is None:
@@ -166,7 +166,13 @@ def download(store: ArtifactStore, name: str, ref: str, dest: str | Path) -> Pat
     """Copy version ``ref`` (or the version a stage points at) into ``dest`` and verify it."""
     version = stage_version(store, name, ref) if ref in STAGES else ref
     if not version:
-        raise ArtifactNotFound(f"model {name} has no {ref} version")
+        hint = ""
+        if ref == "production":
+            candidate = stage_version(store, name, "candidate")
+            hint = (f"; its candidate {candidate} becomes production with `smart-energy models promote --version "
+                    f"candidate`" if candidate else "; train one first (`smart-energy train --data RAW --model-dir "
+                    "DIR --register`, then `smart-energy models promote --version candidate`), or pass --model-dir")
+        raise ArtifactNotFound(f"model {name} has no {ref} version in {store.uri}{hint}")
     dest = Path(dest)
     prefix = f"models/{name}/{version}/"
     keys = [k for k in store.list(prefix.rstrip("/")) if k.startswith(prefix)]
@@ -196,7 +202,7 @@ def write_model_dir(booster, metadata: dict[str, Any], out_dir: str | Path, dete
     out_dir.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(out_dir / MODEL_FILE))
     if detector is not None:
-        from components.drift import save
+        from smart_energy.components.drift import save
 
         save(detector, out_dir / DRIFT_DIR)
     metadata = dict(metadata) | {"model_file": MODEL_FILE, "sha256": sha256_of(out_dir / MODEL_FILE),
@@ -210,7 +216,7 @@ def load_drift_detector(model_dir: str | Path):
     path = Path(model_dir) / DRIFT_DIR
     if not path.exists():
         return None
-    from components.drift import load
+    from smart_energy.components.drift import load
 
     try:
         return load(path)

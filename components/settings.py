@@ -13,7 +13,20 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+def _checkout() -> Path | None:
+    """The source checkout this code runs from (editable install), or None for an installed wheel."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "feature_repo").is_dir() else None
+
+
+CHECKOUT = _checkout()
+# Feast's repo as shipped: feature_repo/ in the checkout, smart_energy/feature_repo/ in a wheel
+PACKAGED_FEATURE_REPO = Path(__file__).resolve().parent.parent / "feature_repo"
+# Where the embedded mode keeps its data, artifact store and (for an installed wheel) its feature repo:
+# SE_HOME, else the checkout, else the user's data directory.
+HOME = Path(os.environ.get("SE_HOME") or CHECKOUT or
+            Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "smart-energy")
 
 # field name -> environment variable
 ENV: dict[str, str] = {
@@ -57,11 +70,11 @@ def _as_bool(text: str) -> bool:
 class Settings:
     """Configuration of the whole platform, one field per environment variable."""
 
-    data_root: Path = REPO_ROOT / "data"
-    artifact_uri: str = (REPO_ROOT / "artifacts").as_uri()
+    data_root: Path = HOME / "data"
+    artifact_uri: str = (HOME / "artifacts").as_uri()
     meter_id: str = "household-1"
     model_name: str = "energy-forecaster"
-    feature_repo: Path = REPO_ROOT / "feature_repo"
+    feature_repo: Path = HOME / "feature_repo"  # a wheel's is seeded from PACKAGED_FEATURE_REPO on first use
     feature_source: str = "data/hourly_features.parquet"  # relative to feature_repo, or s3://...
     feast_registry: str = ""  # empty: feature_store.yaml's registry
     online_store: str = "sqlite"  # sqlite | redis

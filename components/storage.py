@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
-from components.errors import SmartEnergyError
-from components.settings import Settings, get_settings
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.settings import Settings, get_settings
 
 
 class ArtifactNotFound(SmartEnergyError, FileNotFoundError):

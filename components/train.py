@@ -7,8 +7,6 @@ booster (XGBoost JSON), the drift detector fitted on the training window, and me
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from datetime import datetime, timezone
 from importlib.metadata import version as pkg_version
@@ -19,10 +17,10 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from components.features import FEATURES, check_history, find_gaps, labels, window_start
-from components.ingest import load_hourly
-from components.registry import write_model_dir
-from components.settings import Settings, get_settings
+from smart_energy.components.features import FEATURES, check_history, find_gaps, labels, window_start
+from smart_energy.components.ingest import load_hourly
+from smart_energy.components.registry import write_model_dir
+from smart_energy.components.settings import Settings, get_settings
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "reg:absoluteerror",  # MAE is what we are judged on; the median is robust to spikes
@@ -96,7 +94,7 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, trials: int) -> tuple[dict[st
 
 def fit_drift_detector(frame: pd.DataFrame, settings: Settings):
     """Alibi Detect's Kolmogorov-Smirnov detector on the training window's complete feature rows."""
-    from components.drift import ks_detector
+    from smart_energy.components.drift import ks_detector
 
     return ks_detector(frame[FEATURES].dropna().tail(DRIFT_REFERENCE_ROWS).to_numpy(), settings.drift_p_value)
 
@@ -109,7 +107,7 @@ def training_frame(hourly: pd.DataFrame, settings: Settings, until: pd.Timestamp
     online store up to the data's end); without, the features must already be published (the pipeline's
     materialize step does it).
     """
-    from components.feast_store import historical_features, open_feature_store, publish
+    from smart_energy.components.feast_store import historical_features, open_feature_store, publish
 
     store = open_feature_store(settings)
     if publish_features:
@@ -181,36 +179,3 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
         "library_versions": library_versions(),
     }
     return write_model_dir(booster, metadata, model_dir, detector=fit_drift_detector(frame, settings))
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    params = {k: v for k, v in {"max_depth": args.max_depth, "eta": args.learning_rate,
-                                "num_boost_round": args.n_estimators}.items() if v is not None}
-    metadata = train(args.data, args.model_dir, hpo_trials=args.hpo_trials, until=args.until,
-                     params=params, holdout_weeks=args.holdout_weeks)
-    if args.register:
-        from components.registry import register
-        from components.storage import open_store
-
-        register(open_store(), args.model_dir, stage="candidate")
-    print(json.dumps({k: metadata[k] for k in ("name", "version", "training_window", "metrics", "sha256")}, indent=2))
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the next-hour XGBoost forecaster on Feast features",
-                       description="Ingest (if given a raw file), publish features to Feast (offline parquet + "
-                       "online store materialised to the data's end), train with a time-ordered validation "
-                       "split and write MODEL_DIR/{model.json,metadata.json,drift/}.")
-    p.add_argument("--data", required=True, help="raw meter file, ingest output directory, or its s3:// / file:// URI")
-    p.add_argument("--model-dir", type=Path, required=True, help="output model directory")
-    p.add_argument("--hpo-trials", type=int, default=0, help="Optuna trials (default 0: no search)")
-    p.add_argument("--until", help="train on hours before this timestamp only, e.g. 2007-02-01")
-    p.add_argument("--holdout-weeks", type=int, default=0,
-                   help="leave the last N weeks out of training (score them with evaluate --last-weeks N)")
-    p.add_argument("--max-depth", type=int, help="XGBoost max_depth (default %d)" % DEFAULT_PARAMS["max_depth"])
-    p.add_argument("--learning-rate", type=float, help="XGBoost eta (default %g)" % DEFAULT_PARAMS["eta"])
-    p.add_argument("--n-estimators", type=int,
-                   help="maximum boosting rounds; early stopping may use fewer (default %d)" % MAX_ROUNDS)
-    p.add_argument("--register", action="store_true", help="also register as candidate in SE_ARTIFACT_URI")
-    p.set_defaults(func=_cmd_train)

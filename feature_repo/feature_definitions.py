@@ -12,8 +12,8 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.data_format import ParquetFormat
 from feast.types import Float64, Int64
 
-from components.features import CALENDAR_FEATURES, LAG_FEATURES, ROLLING_FEATURES, SHARE_FEATURES
-from components.settings import get_settings
+from smart_energy.components.features import CALENDAR_FEATURES, LAG_FEATURES, ROLLING_FEATURES, SHARE_FEATURES
+from smart_energy.components.settings import get_settings
 
 # A relative SE_FEATURE_SOURCE is this repo's (Feast would resolve it against the working directory).
 settings = replace(get_settings(), feature_repo=Path(__file__).resolve().parent)

@@ -7,19 +7,20 @@ import json
 import sys
 from pathlib import Path
 
-from components.errors import SmartEnergyError
-from components.settings import REPO_ROOT, get_settings
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.settings import CHECKOUT, get_settings
 
-from pipelines.recurring_run import COMPILED, DAILY_CRON
+from smart_energy.pipelines.recurring_run import COMPILED, DAILY_CRON
 
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "household_power_consumption_2006-12_2007-02.txt"
+# the shared slice beside a checkout (None for an installed wheel: --data is then required)
+DEFAULT_DATA = CHECKOUT.parent / "shared" / "data" / "household_power_consumption_2006-12_2007-02.txt" if CHECKOUT else None
 
 
 def compile_pipeline(out: str | Path = COMPILED) -> Path:
     """Write the pipeline's KFP IR YAML (what the KFP UI uploads and the cluster runs)."""
     from kfp import compiler
 
-    from pipelines.training_pipeline import training_pipeline
+    from smart_energy.pipelines.training_pipeline import training_pipeline
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +58,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         print(compile_pipeline(args.out))
         return 0
     if args.action == "schedule":
-        from pipelines.recurring_run import connect, schedule_daily
+        from smart_energy.pipelines.recurring_run import connect, schedule_daily
 
         if not args.host:
             raise SmartEnergyError("pipeline schedule needs --host (the KFP API, e.g. http://localhost:8888)")
@@ -66,15 +67,17 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         print(json.dumps({"recurring_run_id": job.recurring_run_id, "cron": args.cron}))
         return 0
     if args.host:
-        from pipelines.recurring_run import connect, submit_once
+        from smart_energy.pipelines.recurring_run import connect, submit_once
 
         run = submit_once(connect(args.host), _params(args) | ({"data_uri": args.data} if args.data else {}))
         print(json.dumps({"run_id": run.run_id}))
         return 0
     if not args.local:
         raise SmartEnergyError("pipeline run needs --local (kfp.local on this machine) or --host (a KFP cluster)")
-    from pipelines.local_run import run_local
+    from smart_energy.pipelines.local_run import run_local
 
+    if not (args.data or DEFAULT_DATA):
+        raise SmartEnergyError("pipeline run --local needs --data (raw meter readings)")
     run = run_local(args.data or DEFAULT_DATA, args.pipeline_root, **_params(args))
     print_run(run)
     return 0

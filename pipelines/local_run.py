@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from components.errors import SmartEnergyError
-from components.settings import REPO_ROOT, Settings, get_settings
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.settings import HOME, Settings, get_settings
 
 STAGES = ["ingest", "quality-gate", "split-holdout", "materialize-features", "train", "evaluate", "register",
           "deploy-request"]
@@ -82,7 +82,7 @@ class _StageClock(logging.Filter):
 def default_pipeline_root(settings: Settings) -> Path:
     """``<artifact store>/pipeline-runs`` for a file:// store, else ``<repo>/artifacts/pipeline-runs``."""
     parsed = urlparse(settings.artifact_uri)
-    base = Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else REPO_ROOT / "artifacts"
+    base = Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else HOME / "artifacts"
     return base / "pipeline-runs"
 
 
@@ -98,7 +98,7 @@ def _metrics(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 def _failure_reason(run_dir: Path) -> str:
     """The gate's verdict when it stopped the run (its report is written before it raises)."""
-    from components.pipeline_steps import STOPPED
+    from smart_energy.components.pipeline_steps import STOPPED
 
     report = run_dir / "quality-gate" / "report"
     lines = report.read_text().splitlines() if report.is_file() else []
@@ -118,7 +118,7 @@ def run_local(data: str | Path, pipeline_root: str | Path | None = None, **argum
     """
     from kfp import local
 
-    from pipelines.training_pipeline import PIPELINE_NAME, training_pipeline
+    from smart_energy.pipelines.training_pipeline import PIPELINE_NAME, training_pipeline
 
     settings = get_settings()
     arguments = {"meter_id": settings.meter_id, "max_quarantine_fraction": settings.max_quarantine_fraction} | arguments

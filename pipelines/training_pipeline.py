@@ -1,6 +1,6 @@
 """The training pipeline: ingest → quality gate → hold-out split → features → train → evaluate → register → deploy request.
 
-Only wiring: every step is a component in ``components.kfp_components``. There is no ``dsl.If``:
+Only wiring: every step is a component in ``smart_energy.pipelines.kfp_components``. There is no ``dsl.If``:
 the register step decides promote-or-not from the evaluation (kfp.local mishandles conditions,
 and the same decision code then runs locally and on the cluster). Caching is off because the
 data behind ``data_uri`` changes from day to day while the parameters do not.
@@ -8,11 +8,11 @@ data behind ``data_uri`` changes from day to day while the parameters do not.
 
 from kfp import dsl, kubernetes
 
-from components.kfp_components import (
+from smart_energy.pipelines.kfp_components import (
     deploy_request, evaluate, ingest, materialize_features, quality_gate, register, split_holdout, train,
 )
-from components.pipeline_steps import DEFAULT_HOLDOUT_DAYS
-from components.settings import Settings
+from smart_energy.components.pipeline_steps import DEFAULT_HOLDOUT_DAYS
+from smart_energy.components.settings import Settings
 
 PIPELINE_NAME = "smart-energy-training"
 DEFAULTS = Settings()  # built-in defaults, never the environment: the compiled YAML must not depend on it

@@ -9,8 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from components.registry import resolve_model_dir
-from components.settings import get_settings
+from smart_energy.components.settings import get_settings
 
 DEFAULT_PORT = 8080
 DEFAULT_PREDICTOR_PORT = 8081
@@ -18,14 +17,15 @@ DEFAULT_TRANSFORMER_PORT = 8082
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from serving.supervise import serve_supervised
+    from smart_energy.components.registry import resolve_model_dir
+    from smart_energy.serving.supervise import serve_supervised
 
     settings = get_settings()
     # TERM ends `serve` like Ctrl-C, from the start; whatever was started by then is stopped on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with tempfile.TemporaryDirectory(prefix="se-serve-") as tmp:
         try:
-            model_dir = resolve_model_dir(args.model_dir, Path(tmp) / "model", settings)
+            model_dir = resolve_model_dir(args.model_dir, Path(tmp) / "model", settings).resolve()
         except (KeyboardInterrupt, SystemExit):
             return 0
         serve_supervised(model_dir, args.port, args.predictor_port, args.transformer_port,

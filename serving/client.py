@@ -1,6 +1,6 @@
 """Start the predictor and transformer locally as processes, and call them: what `serve` and the demo use.
 
-``start_local`` runs ``python -m serving.predictor`` and ``python -m serving.transformer`` on
+``start_local`` runs ``python -m smart_energy.serving.predictor`` and ``python -m smart_energy.serving.transformer`` on
 127.0.0.1 ports (KServe binds every interface; clients here always call loopback), waits until
 the transformer is ready (which checks the predictor), and ``stop`` ends both by pid.
 """
@@ -20,8 +20,8 @@ from typing import IO, Any
 
 import requests
 
-from components.errors import SmartEnergyError
-from components.settings import Settings, get_settings
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.settings import Settings, get_settings
 
 STARTUP_TIMEOUT_SECONDS = 90.0
 
@@ -64,7 +64,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 def _spawn(module: str, args: list[str], env: dict[str, str], log: IO | None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdout=log, stderr=subprocess.STDOUT if log
-                            else None, start_new_session=True, cwd=Path(__file__).resolve().parent.parent)
+                            else None, start_new_session=True)
 
 
 def wait_ready(url: str, procs: list[subprocess.Popen], timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
@@ -89,8 +89,8 @@ def start_local(model_dir: str | Path, port: int = 8080, predictor_port: int = 8
     env = {**os.environ, **settings.as_env(), "SE_PREDICTOR_HOST": f"127.0.0.1:{predictor_port}"}
     name = settings.model_name
     common = ["--model_dir", str(model_dir), "--model_name", name]
-    predictor = _spawn("serving.predictor", [*common, "--http_port", str(predictor_port)], env, log)
-    transformer = _spawn("serving.transformer", [*common, "--http_port", str(port),
+    predictor = _spawn("smart_energy.serving.predictor", [*common, "--http_port", str(predictor_port)], env, log)
+    transformer = _spawn("smart_energy.serving.transformer", [*common, "--http_port", str(port),
                                                  "--predictor_host", f"127.0.0.1:{predictor_port}"], env, log)
     servers = LocalServers(predictor, transformer, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{predictor_port}",
                            name)

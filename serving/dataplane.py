@@ -25,7 +25,7 @@ from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from pydantic import ValidationError
 
-from serving.logic import RequestError
+from smart_energy.serving.logic import RequestError
 
 
 class NotReady(RequestError):

@@ -1,4 +1,4 @@
-"""``python -m serving.die_with_parent PID MODULE [ARGS...]``: run ``python -m MODULE ARGS`` that dies with PID.
+"""``python -m smart_energy.serving.die_with_parent PID MODULE [ARGS...]``: run ``python -m MODULE ARGS`` that dies with PID.
 
 Linux's ``PR_SET_PDEATHSIG`` sends this process SIGKILL when its parent exits, however the parent
 ends (SIGKILL included). It is set here, in the child, rather than in a ``preexec_fn`` (unsafe in a

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import orjson
 
-from components.errors import SmartEnergyError
+from smart_energy.components.errors import SmartEnergyError
 
 MAX_BATCH_ROWS = 1000  # a utility sends one request per meter-batch; larger batches get 413
 MAX_BODY_BYTES = 4 * 2**20  # ~1000 rows of 23 features as JSON fit well inside

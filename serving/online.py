@@ -9,8 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from components.errors import SmartEnergyError
-from serving.logic import RequestError
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.serving.logic import RequestError
 
 FEATURE_VIEW_REFRESH_SECONDS = 300.0
 

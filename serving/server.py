@@ -27,11 +27,11 @@ from kserve.logging import logger
 from kserve.model_server import app as kserve_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from components.errors import SmartEnergyError
-from components.settings import Settings
-from serving import metrics
-from serving.dataplane import ModelRepositoryRoutes, ReloadableModelRepository, ServingDataPlane, validation_message
-from serving.logic import MAX_BODY_BYTES, PredictorUnavailable, RequestError
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.settings import Settings
+from smart_energy.serving import metrics
+from smart_energy.serving.dataplane import ModelRepositoryRoutes, ReloadableModelRepository, ServingDataPlane, validation_message
+from smart_energy.serving.logic import MAX_BODY_BYTES, PredictorUnavailable, RequestError
 
 # reasons for errors that KServe or Starlette answer before our code runs
 FALLBACK_REASONS = {400: "invalid_input", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",

@@ -6,7 +6,7 @@ while the predictor is down the transformer does. A child that exits after it wa
 started again after a back-off (0.5 s, doubling to 30 s, back to 0.5 s once it stayed up 60 s); one
 that exits during start-up (a bad model, a port in use) stops ``serve`` with its exit code.
 
-Children run under ``serving.die_with_parent`` (Linux's ``PR_SET_PDEATHSIG`` = SIGKILL), so they die
+Children run under ``smart_energy.serving.die_with_parent`` (Linux's ``PR_SET_PDEATHSIG`` = SIGKILL), so they die
 with ``serve`` even when ``serve`` is SIGKILLed. They are started from the main thread: the kernel
 watches the thread that forked them.
 """
@@ -27,9 +27,9 @@ from typing import IO, Callable
 import httpx
 import orjson
 
-from components.errors import SmartEnergyError
-from serving.client import stop_process
-from serving.logic import MAX_BODY_BYTES
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.serving.client import stop_process
+from smart_energy.serving.logic import MAX_BODY_BYTES
 
 FIRST_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
@@ -62,9 +62,9 @@ class Child:
     reaped: int | None = None  # pid whose exit was handled
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "serving.die_with_parent", str(os.getpid()), self.module, *self.args]
+        argv = [sys.executable, "-m", "smart_energy.serving.die_with_parent", str(os.getpid()), self.module, *self.args]
         self.proc = subprocess.Popen(argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT if self.log
-                                     else None, start_new_session=True, cwd=Path(__file__).resolve().parent.parent)
+                                     else None, start_new_session=True)
         self.started_at, self.restart_at, self.ready = time.monotonic(), None, False
 
     def reason(self) -> str:
@@ -248,9 +248,9 @@ def serve_supervised(model_dir: str | Path, port: int, predictor_port: int, tran
         raise SmartEnergyError(f"cannot listen on 127.0.0.1:{port}: {err.strerror}") from None
     common = ["--model_dir", str(model_dir), "--model_name", model_name]
     env = {**env, "SE_PREDICTOR_HOST": f"127.0.0.1:{predictor_port}"}
-    predictor = Child("predictor", "serving.predictor", [*common, "--http_port", str(predictor_port)],
+    predictor = Child("predictor", "smart_energy.serving.predictor", [*common, "--http_port", str(predictor_port)],
                       f"http://127.0.0.1:{predictor_port}/v2/health/ready", env)
-    transformer = Child("transformer", "serving.transformer",
+    transformer = Child("transformer", "smart_energy.serving.transformer",
                         [*common, "--http_port", str(transformer_port),
                          "--predictor_host", f"127.0.0.1:{predictor_port}"],
                         f"http://127.0.0.1:{transformer_port}/v2/health/ready", env)

@@ -33,7 +33,7 @@ def feature_repo_copy(tmp_path):
 @pytest.fixture
 def isolated_settings(tmp_path, feature_repo_copy):
     """Settings for one test: its own feature repo, artifact store and data root."""
-    from components.settings import Settings
+    from smart_energy.components.settings import Settings
 
     return Settings(feature_repo=feature_repo_copy, artifact_uri=(tmp_path / "artifacts").as_uri(),
                     data_root=tmp_path / "data")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 
-from serving.client import stop_process, wait_ready
+from smart_energy.serving.client import stop_process, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data" / "household_power_consumption_2006-12_2007-02.txt"
@@ -27,11 +27,12 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
     wait_ready(url, [proc] if proc is not None else [], timeout)
 
 
-def start(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
-    """Start a server process in its own session, output to ``log``."""
+def start(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
+          inherit_env: bool = True) -> subprocess.Popen:
+    """Start a server process in its own session, output to ``log`` (``env`` over this process's, or alone)."""
     fh = open(log, "wb")
     return subprocess.Popen(
-        cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        cmd, stdout=fh, stderr=subprocess.STDOUT, env={**(os.environ if inherit_env else {}), **(env or {})},
         cwd=cwd or REPO, start_new_session=True,
     )
 

@@ -1,5 +1,5 @@
 """The XGBoost predictor: a KServe model serving the registry's model file (V1 and V2)."""
 
-from serving.predictor.model import EnergyPredictor
+from smart_energy.serving.predictor.model import EnergyPredictor
 
 __all__ = ["EnergyPredictor"]

@@ -1,15 +1,15 @@
-"""``python -m serving.predictor --model_dir DIR [--http_port 8081]``: the XGBoost predictor."""
+"""``python -m smart_energy.serving.predictor --model_dir DIR [--http_port 8081]``: the XGBoost predictor."""
 
 from __future__ import annotations
 
 import sys
 import tempfile
 
-from components.errors import SmartEnergyError
-from components.settings import get_settings
-from serving.predictor.model import EnergyPredictor
-from components.registry import resolve_model_dir
-from serving.server import base_parser, start_server
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.settings import get_settings
+from smart_energy.serving.predictor.model import EnergyPredictor
+from smart_energy.components.registry import resolve_model_dir
+from smart_energy.serving.server import base_parser, start_server
 
 DEFAULT_NTHREAD = 1  # one row per request: threads cost more than they give
 

@@ -13,8 +13,8 @@ from typing import Dict, Union
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import ModelMissingError
 
-from components.registry import MODEL_FILE, load_booster
-from serving.logic import RequestError, check_requested_outputs, forecast, parse_v1, parse_v2
+from smart_energy.components.registry import MODEL_FILE, load_booster
+from smart_energy.serving.logic import RequestError, check_requested_outputs, forecast, parse_v1, parse_v2
 
 OUTPUT_NAME = "output-0"  # what KServe's xgboost runtime calls its output
 

@@ -1,5 +1,5 @@
 """The transformer: Feast lookup, drift window and metrics in front of the predictor."""
 
-from serving.transformer.model import EnergyTransformer
+from smart_energy.serving.transformer.model import EnergyTransformer
 
 __all__ = ["EnergyTransformer"]

@@ -1,4 +1,4 @@
-"""``python -m serving.transformer --model_dir DIR --predictor_host HOST:PORT [--http_port 8080]``."""
+"""``python -m smart_energy.serving.transformer --model_dir DIR --predictor_host HOST:PORT [--http_port 8080]``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import tempfile
 
 import kserve
 
-from components.errors import SmartEnergyError
-from components.registry import resolve_model_dir
-from components.settings import get_settings
-from serving.server import base_parser, start_server
-from serving.transformer.model import EnergyTransformer
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.registry import resolve_model_dir
+from smart_energy.components.settings import get_settings
+from smart_energy.serving.server import base_parser, start_server
+from smart_energy.serving.transformer.model import EnergyTransformer
 
 DEFAULT_PREDICTOR_TIMEOUT_SECONDS = 10  # a forecast is ~ms; a stuck predictor should fail fast, not in 600 s
 

@@ -19,14 +19,14 @@ import numpy as np
 from kserve import InferInput, InferOutput, InferRequest, InferResponse, Model
 from kserve.model import append_forwardable_headers
 
-from components.feast_store import FEATURE_SERVICE, open_feature_store
-from components.registry import load_drift_detector, read_metadata
-from components.settings import Settings
-from serving import metrics
-from serving.logic import Batch, PredictorUnavailable, RequestError, check_requested_outputs, parse_v1, parse_v2
-from serving.monitors import DriftMonitor, ForecastErrorTracker
-from serving.online import OnlineFeatureReader
-from serving.server import record_served_version
+from smart_energy.components.feast_store import FEATURE_SERVICE, open_feature_store
+from smart_energy.components.registry import load_drift_detector, read_metadata
+from smart_energy.components.settings import Settings
+from smart_energy.serving import metrics
+from smart_energy.serving.logic import Batch, PredictorUnavailable, RequestError, check_requested_outputs, parse_v1, parse_v2
+from smart_energy.serving.monitors import DriftMonitor, ForecastErrorTracker
+from smart_energy.serving.online import OnlineFeatureReader
+from smart_energy.serving.server import record_served_version
 
 OUTPUT_NAME = "forecast_kw"
 

@@ -7,7 +7,7 @@ from importlib.metadata import metadata, version
 import numpy as np
 import pydantic
 
-from components.drift import alibi, ks_detector, load, save
+from smart_energy.components.drift import alibi, ks_detector, load, save
 
 
 def test_the_apache_licensed_release_is_installed():

@@ -35,7 +35,7 @@ def _run(args, tty: bool) -> str:
 
 
 def test_ingest_progress_bar_only_on_a_terminal(shared_data, tmp_path):
-    args = [sys.executable, "-m", "components.cli", "ingest", str(shared_data), "--out", str(tmp_path / "o")]
+    args = [sys.executable, "-m", "smart_energy.cli", "ingest", str(shared_data), "--out", str(tmp_path / "o")]
     on_tty = _run(args, tty=True)
     assert f"ingest {shared_data.name}" in on_tty and "B/s" in on_tty  # tqdm's bar: name, bytes per second
     piped = _run(args, tty=False)

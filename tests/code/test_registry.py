@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from components.registry import (
+from smart_energy.components.registry import (
     ModelIntegrityError, download, list_versions, load_booster, register, set_stage, stage_version, write_model_dir,
 )
-from components.errors import SmartEnergyError
-from components.storage import ArtifactNotFound, open_store
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.storage import ArtifactNotFound, open_store
 
 
 def tiny_model_dir(path, version):
@@ -61,7 +61,7 @@ def test_sha_mismatch_and_missing_files(tmp_path):
 def test_serving_uri_names_exactly_one_booster_file(tmp_path):
     """KServe's xgboost runtime loads a storageUri only when it holds one .json/.bst/.ubj file; a version
     folder holds metadata.json too, so the InferenceService must point at the booster itself."""
-    from components.registry import serving_uri
+    from smart_energy.components.registry import serving_uri
 
     store = open_store((tmp_path / "store").as_uri())
     register(store, tiny_model_dir(tmp_path / "m1", "v1"))
@@ -76,8 +76,8 @@ def test_serving_uri_names_exactly_one_booster_file(tmp_path):
 def test_resolve_model_dir_from_path_uri_stage_and_default(tmp_path):
     from dataclasses import replace
 
-    from components.registry import resolve_model_dir
-    from components.settings import Settings
+    from smart_energy.components.registry import resolve_model_dir
+    from smart_energy.components.settings import Settings
 
     store = open_store((tmp_path / "store").as_uri())
     local = tiny_model_dir(tmp_path / "m1", "v1")

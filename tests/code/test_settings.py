@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.settings import ENV, Settings
+from smart_energy.components.settings import ENV, Settings
 
 
 def test_every_field_has_one_env_var():

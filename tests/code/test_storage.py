@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from components.settings import Settings
-from components.storage import ArtifactNotFound, LocalStore, S3Store, open_store
+from smart_energy.components.settings import Settings
+from smart_energy.components.storage import ArtifactNotFound, LocalStore, S3Store, open_store
 from helpers import free_port
 
 
@@ -72,7 +72,7 @@ def test_unsupported_scheme_and_missing_endpoint():
 
 
 def test_download_object_copies_one_object_to_a_local_file(store, tmp_path):
-    from components.storage import download_object
+    from smart_energy.components.storage import download_object
 
     store.put_bytes("raw/meter.txt", b"Date;Time\n")
     settings = getattr(store, "settings", None)  # the S3 store's endpoint and keys

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.feast_store import FeatureStoreError, historical_features, online_features, open_feature_store, publish, push
-from components.features import FEATURES, build_feature_frame
-from components.ingest import ingest_file
+from smart_energy.components.feast_store import FeatureStoreError, historical_features, online_features, open_feature_store, publish, push
+from smart_energy.components.features import FEATURES, build_feature_frame
+from smart_energy.components.ingest import ingest_file
 from helpers import free_port, start, stop
 
 
@@ -128,7 +128,7 @@ def test_commands_work_from_any_directory(isolated_settings, hourly, tmp_path):
     data = tmp_path / "three_weeks.parquet"
     hourly.to_parquet(data)
     env = {**os.environ, "SE_FEATURE_REPO": str(isolated_settings.feature_repo)}
-    cli = [sys.executable, "-m", "components.cli", "features"]
+    cli = [sys.executable, "-m", "smart_energy.cli", "features"]
     built = subprocess.run([*cli, "materialize", "--data", str(data)], cwd=elsewhere, capture_output=True,
                            text=True, env=env)
     assert built.returncode == 0, built.stderr[-2000:]
@@ -142,7 +142,7 @@ def test_commands_work_from_any_directory(isolated_settings, hourly, tmp_path):
 
 def test_registry_written_without_file_formats_is_replaced(isolated_settings, hourly):
     """A registry from an older version (FileSource without a format) would crash Feast 0.47's comparison."""
-    from components.feast_store import definitions
+    from smart_energy.components.feast_store import definitions
 
     store = open_feature_store(isolated_settings)
     old = definitions(isolated_settings)

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.feast_store import historical_features, online_features, open_feature_store, publish
-from components.features import FEATURES, build_feature_frame
-from components.ingest import ingest_file
-from components.settings import Settings
+from smart_energy.components.feast_store import historical_features, online_features, open_feature_store, publish
+from smart_energy.components.features import FEATURES, build_feature_frame
+from smart_energy.components.ingest import ingest_file
+from smart_energy.components.settings import Settings
 from helpers import free_port
 
 
@@ -30,7 +30,7 @@ def s3_env(monkeypatch):
 
 def test_offline_parquet_on_s3_trains_and_materialises(s3_env, feature_repo_copy, shared_data):
     settings = Settings.from_env({**s3_env, "SE_FEATURE_REPO": str(feature_repo_copy)})
-    from components.storage import open_store
+    from smart_energy.components.storage import open_store
 
     open_store("s3://features/offline", settings).ensure_bucket()
     hourly = ingest_file(shared_data).hourly.iloc[: 24 * 12]
@@ -47,8 +47,8 @@ def test_offline_parquet_on_s3_trains_and_materialises(s3_env, feature_repo_copy
 
 
 def test_push_with_an_s3_source_updates_the_online_store(s3_env, feature_repo_copy, shared_data):
-    from components.feast_store import push
-    from components.storage import open_store
+    from smart_energy.components.feast_store import push
+    from smart_energy.components.storage import open_store
 
     settings = Settings.from_env({**s3_env, "SE_FEATURE_REPO": str(feature_repo_copy)})
     open_store("s3://features/offline", settings).ensure_bucket()

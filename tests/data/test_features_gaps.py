@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.features import LAGS, WINDOWS, build_feature_frame, find_gaps, usable_usage
-from components.ingest import ingest_file
+from smart_energy.components.features import LAGS, WINDOWS, build_feature_frame, find_gaps, usable_usage
+from smart_energy.components.ingest import ingest_file
 from helpers import with_hole
 
 HOLE = ("2007-01-10 00:00", "2007-01-13 00:00")  # 72 hours

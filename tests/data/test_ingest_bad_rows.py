@@ -10,7 +10,7 @@ import sys
 import pandas as pd
 import pytest
 
-from components.ingest import HEADER, IngestError, ingest_file, write_outputs
+from smart_energy.components.ingest import HEADER, IngestError, ingest_file, write_outputs
 
 HEAD = ";".join(HEADER)
 GOOD = [
@@ -106,7 +106,7 @@ def test_cli_exit_code_one_line_and_no_partial_output(tmp_path):
     bad.write_text("hello;world\n1;2\n")
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "components.cli", "ingest", str(bad), "--out", str(out)],
+        [sys.executable, "-m", "smart_energy.cli", "ingest", str(bad), "--out", str(out)],
         capture_output=True, text=True,
     )
     assert proc.returncode == 2
@@ -119,7 +119,7 @@ def test_cli_exit_code_one_line_and_no_partial_output(tmp_path):
 def test_cli_writes_outputs(tmp_path, dirty_file):
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "components.cli", "ingest", str(dirty_file), "--out", str(out), "--meter-id", "m-7"],
+        [sys.executable, "-m", "smart_energy.cli", "ingest", str(dirty_file), "--out", str(out), "--meter-id", "m-7"],
         capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stderr

@@ -10,7 +10,7 @@ import sys
 import pandas as pd
 import pytest
 
-from components.ingest import HEADER, IngestError, ingest_file
+from smart_energy.components.ingest import HEADER, IngestError, ingest_file
 
 ROWS = 3 * 1440  # three days of the real slice
 
@@ -29,7 +29,7 @@ def reference(lines, tmp_path_factory) -> pd.DataFrame:
 
 
 def cli_ingest(path, out):
-    return subprocess.run([sys.executable, "-m", "components.cli", "ingest", str(path), "--out", str(out)],
+    return subprocess.run([sys.executable, "-m", "smart_energy.cli", "ingest", str(path), "--out", str(out)],
                           capture_output=True, text=True)
 
 
@@ -77,7 +77,7 @@ def test_every_row_quarantined_exits_nonzero_with_the_main_reason(lines, tmp_pat
     # nothing is lost: the quarantine is written, every row in it
     assert len(pd.read_csv(out / "quarantine.csv")) == ROWS
     with pytest.raises(IngestError, match="every row was quarantined"):
-        from components.ingest import load_hourly
+        from smart_energy.components.ingest import load_hourly
 
         load_hourly(path)
 

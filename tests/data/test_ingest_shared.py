@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.ingest import ingest_file, write_outputs
+from smart_energy.components.ingest import ingest_file, write_outputs
 
 
 @pytest.fixture(scope="module")

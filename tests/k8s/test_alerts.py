@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from components.settings import Settings
+from smart_energy.components.settings import Settings
 from k8s_objects import REPO
 
 RULES = REPO / "manifests" / "base" / "monitoring" / "alerts.yaml"
@@ -67,17 +67,17 @@ def _exposed_metric_names() -> set[str]:
 
     from prometheus_client.metrics import MetricWrapperBase
 
-    import components.pipeline_steps
-    import serving.metrics
+    import smart_energy.components.pipeline_steps
+    import smart_energy.serving.metrics
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",),
                 "summary": ("_sum", "_count")}
     names = set()
-    for collector in vars(serving.metrics).values():
+    for collector in vars(smart_energy.serving.metrics).values():
         if isinstance(collector, MetricWrapperBase):
             for family in collector.describe():
                 names |= {family.name + suffix for suffix in suffixes[family.type]}
-    tree = ast.parse(open(components.pipeline_steps.__file__).read())
+    tree = ast.parse(open(smart_energy.components.pipeline_steps.__file__).read())
     names |= {call.args[0].value for call in ast.walk(tree) if isinstance(call, ast.Call)
               and getattr(call.func, "id", None) == "Gauge" and isinstance(call.args[0], ast.Constant)}
     return names

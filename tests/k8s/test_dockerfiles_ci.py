@@ -16,15 +16,22 @@ DOCKERFILES = [REPO / "components" / "Dockerfile", REPO / "serving" / "Dockerfil
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_dockerfile_is_slim_pinned_and_non_root(path):
     lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    assert lines[0] == "FROM python:3.11-slim"
+    stages = [ln for ln in lines if ln.startswith("FROM ")]
+    assert stages == ["FROM python:3.11-slim AS wheel", "FROM python:3.11-slim"]
+    # the wheel is built from the package folders only, then installed: the image runs the product as shipped
+    assert "RUN pip wheel --no-deps --wheel-dir /dist ." in lines
+    for folder in ("smart_energy", "components", "pipelines", "serving", "feature_repo"):
+        assert f"COPY {folder} ./{folder}" in lines
+    final = lines[lines.index("FROM python:3.11-slim"):]
+    assert not [ln for ln in final if ln.startswith("COPY") and "requirements.lock" not in ln and "--from=wheel" not in ln]
     assert "COPY requirements.lock ./" in lines
     assert any(re.fullmatch(r"RUN pip install --no-deps -r requirements\.lock", ln) for ln in lines)
     users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
     assert users, "no USER"
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, users[-1]
-    # the project itself goes in without re-resolving dependencies
-    assert any("pip install --no-deps" in ln and " . " in f"{ln} " for ln in lines)
+    # the project itself goes in as its wheel, without re-resolving dependencies
+    assert any(ln.startswith("RUN pip install --no-deps /dist/*.whl") for ln in final)
     text = path.read_text()
     assert not re.search(r"(ENV|ARG)\s+\S*(SECRET|PASSWORD|ACCESS_KEY|TOKEN)", text, re.I)
 
@@ -51,8 +58,8 @@ def test_ci_runs_make_test_and_releases_on_tags():
 
 def test_image_names_come_from_one_place():
     """CI pushes exactly the images the overlays and the chart deploy; the components image is
-    components.images.IMAGE (what the compiled pipeline runs)."""
-    from components.images import IMAGE
+    smart_energy.components.images.IMAGE (what the compiled pipeline runs)."""
+    from smart_energy.components.images import IMAGE
 
     ci = _ci()
     registry = ci["env"]["REGISTRY"]

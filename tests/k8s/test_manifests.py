@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 
 from k8s_objects import RUN_TO_COMPLETION, containers, is_ours, key, kustomize, pod_specs
-from serving.rollout import UnknownFieldError, load_inference_service
+from smart_energy.serving.rollout_clients import UnknownFieldError, load_inference_service
 
 K8S_VERSION = "1.30.0"
 OVERLAY_NAMES = ["kind", "production"]
@@ -90,7 +90,7 @@ def test_inference_service_loads_into_kserve_model(objects):
     assert predictor.service_account_name == "kserve-s3"
     assert predictor.canary_traffic_percent == 100
     transformer = isvc.spec.transformer.containers[0]
-    assert transformer.command == ["python", "-m", "serving.transformer"]
+    assert transformer.command == ["python", "-m", "smart_energy.serving.transformer"]
     assert transformer.args == ["--model_name", "energy-forecaster", "--predictor_protocol", "v2"]
     assert {e.name: e.value for e in transformer.env}["SE_ONLINE_STORE"] == "redis"
 

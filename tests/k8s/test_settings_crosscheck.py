@@ -1,6 +1,6 @@
 """Every env var and flag the manifests and the chart give our containers is one the code reads.
 
-Env vars must be names in ``components.settings.ENV`` (values must parse as the settings' types);
+Env vars must be names in ``smart_energy.components.settings.ENV`` (values must parse as the settings' types);
 flags of ``smart-energy <command>`` must parse with the real CLI parser; flags of the transformer must
 be kserve ModelServer flags; flags of ``kfp`` must be options of the kfp CLI.
 """
@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import re
 import shlex
 
 import pytest
 
-from components.cli import COMMAND_MODULES
-from components.settings import ENV, Settings
+from smart_energy.cli import build_parser
+from smart_energy.components.settings import ENV, Settings
 from k8s_objects import CHART_VALUES, containers, is_ours, key, kustomize, render_chart_subset
 
 # read by libraries themselves, not by our settings
@@ -31,14 +30,10 @@ def _objects(source: str, overlay: str) -> tuple[dict, ...]:
 
 @functools.cache
 def cli_parser() -> tuple[argparse.ArgumentParser, frozenset[str]]:
-    """Our CLI parser from the command modules that import (others are being built in parallel)."""
-    parser = argparse.ArgumentParser(prog="smart-energy", exit_on_error=False)
-    sub = parser.add_subparsers(dest="command")
-    for name in COMMAND_MODULES:
-        try:
-            importlib.import_module(name).add_parser(sub)
-        except Exception:  # noqa: BLE001 - a module still under construction elsewhere
-            continue
+    """The product's own CLI parser, and its subcommands."""
+    parser = build_parser()
+    parser.exit_on_error = False
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return parser, frozenset(sub.choices)
 
 
@@ -79,7 +74,7 @@ def test_env_vars_are_settings_names(source, overlay):
     for where, c in _our_containers(source, overlay):
         env = c.get("env", [])
         unknown = {e["name"] for e in env} - allowed
-        assert not unknown, f"{where}: {unknown} not in components.settings.ENV"
+        assert not unknown, f"{where}: {unknown} not in smart_energy.components.settings.ENV"
         # the literal values parse as the settings' types
         Settings.from_env({e["name"]: e["value"] for e in env if "value" in e})
         for _, script in [(where, " ".join(c.get("args", [])))]:
@@ -95,7 +90,7 @@ def test_flags_are_ones_the_programs_read(source, overlay):
     kinds = set()
     for where, c in _our_containers(source, overlay, kinds={"InferenceService", "CronJob"}):
         for argv in _commands(c):
-            if argv[:3] == ["python", "-m", "serving.transformer"]:
+            if argv[:3] == ["python", "-m", "smart_energy.serving.transformer"]:
                 flags = {a for a in argv[3:] if a.startswith("--")}
                 assert flags and flags <= kserve_flags(), f"{where}: {flags - kserve_flags()}"
                 kinds.add("transformer")

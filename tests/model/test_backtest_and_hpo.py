@@ -10,12 +10,12 @@ import sys
 import pandas as pd
 import pytest
 
-from components.train import DEFAULT_PARAMS, train
+from smart_energy.components.train import DEFAULT_PARAMS, train
 
 
 def test_backtest_cli_writes_weekly_scores_and_plot(shared_data, tmp_path, feature_repo_copy):
     out = tmp_path / "bt"
-    proc = subprocess.run([sys.executable, "-m", "components.cli", "backtest", "--data", str(shared_data),
+    proc = subprocess.run([sys.executable, "-m", "smart_energy.cli", "backtest", "--data", str(shared_data),
                            "--out", str(out), "--weeks", "2"], capture_output=True, text=True,
                           env={**os.environ, "SE_FEATURE_REPO": str(feature_repo_copy)})
     assert proc.returncode == 0, proc.stderr[-2000:]

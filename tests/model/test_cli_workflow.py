@@ -11,8 +11,8 @@ import sys
 import pandas as pd
 import pytest
 
-from components.features import build_feature_frame, FEATURES
-from components.ingest import ingest_file, split_raw_file
+from smart_energy.components.features import build_feature_frame, FEATURES
+from smart_energy.components.ingest import ingest_file, split_raw_file
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def env(tmp_path_factory):
 
 
 def cli(env, *args: str) -> dict | list:
-    proc = subprocess.run([sys.executable, "-m", "components.cli", *args], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-m", "smart_energy.cli", *args], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
 
@@ -41,7 +41,7 @@ def test_features_subcommands(env, shared_data, tmp_path):
     split_raw_file(shared_data, "2007-01-06 00:00", head, tmp_path / "rest1.txt")
     split_raw_file(shared_data, "2007-01-07 00:00", more, tmp_path / "rest2.txt")
     hourly = ingest_file(head).hourly
-    applied = subprocess.run([sys.executable, "-m", "components.cli", "features", "apply"], capture_output=True,
+    applied = subprocess.run([sys.executable, "-m", "smart_energy.cli", "features", "apply"], capture_output=True,
                              text=True, env=env)
     assert applied.returncode == 0 and "applied" in applied.stderr
     built = cli(env, "features", "build", "--data", str(head))

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from components.evaluate import evaluate
-from components.features import FEATURES, FeatureError
-from components.ingest import split_raw_file
-from components.registry import ModelIntegrityError, load_booster, read_metadata
-from components.settings import Settings
-from components.train import train
+from smart_energy.components.evaluate import evaluate
+from smart_energy.components.features import FEATURES, FeatureError
+from smart_energy.components.ingest import split_raw_file
+from smart_energy.components.registry import ModelIntegrityError, load_booster, read_metadata
+from smart_energy.components.settings import Settings
+from smart_energy.components.train import train
 from helpers import REPO
 
 CUT = "2007-02-01"
@@ -59,9 +59,9 @@ def test_metadata_records_window_features_and_hash(trained):
 def test_training_rows_come_from_feast_point_in_time(trained):
     """The model's input for an hour is the same row offline (training), online (serving) and from the
     feature function: the same forecast to the last bit (no train/serve skew)."""
-    from components.feast_store import historical_features, online_features, open_feature_store
-    from components.features import build_feature_frame
-    from components.ingest import load_hourly
+    from smart_energy.components.feast_store import historical_features, online_features, open_feature_store
+    from smart_energy.components.features import build_feature_frame
+    from smart_energy.components.ingest import load_hourly
 
     store = open_feature_store(trained["settings"])
     booster, meta = load_booster(trained["model_dir"])
@@ -78,7 +78,7 @@ def test_training_rows_come_from_feast_point_in_time(trained):
 
 
 def test_evaluate_cli_prints_json_with_baselines(trained):
-    proc = subprocess.run([sys.executable, "-m", "components.cli", "evaluate", "--model-dir",
+    proc = subprocess.run([sys.executable, "-m", "smart_energy.cli", "evaluate", "--model-dir",
                            str(trained["model_dir"]), "--data", str(trained["last4w"]), "--history",
                            str(trained["history"])], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -94,7 +94,7 @@ def test_tampered_model_refuses_to_load(trained, tmp_path):
     (bad / "model.json").write_text(text.replace('"base_score"', '"base_score" ', 1))
     with pytest.raises(ModelIntegrityError, match="sha256"):
         load_booster(bad)
-    proc = subprocess.run([sys.executable, "-m", "components.cli", "evaluate", "--model-dir", str(bad),
+    proc = subprocess.run([sys.executable, "-m", "smart_energy.cli", "evaluate", "--model-dir", str(bad),
                            "--data", str(trained["last4w"]), "--history", str(trained["history"])],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "refusing to load" in proc.stderr

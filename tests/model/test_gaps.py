@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.evaluate import evaluate
-from components.features import usable_usage
-from components.feast_store import historical_features, open_feature_store
-from components.ingest import ingest_file
-from components.settings import Settings
-from components.train import train
+from smart_energy.components.evaluate import evaluate
+from smart_energy.components.features import usable_usage
+from smart_energy.components.feast_store import historical_features, open_feature_store
+from smart_energy.components.ingest import ingest_file
+from smart_energy.components.settings import Settings
+from smart_energy.components.train import train
 from helpers import with_hole
 
 TRAIN_HOLE = ("2007-01-10 00:00", "2007-01-13 00:00")  # 72 h inside the training weeks
@@ -107,7 +107,7 @@ def test_backtest_cli_runs_through_the_hole_and_counts_skips(trained, gap_file, 
     env = {**os.environ, "SE_FEATURE_REPO": str(trained["settings"].feature_repo)}
     features = trained["settings"].feature_repo / "data" / "hourly_features.parquet"
     before = features.stat().st_mtime_ns
-    proc = subprocess.run([sys.executable, "-m", "components.cli", "backtest", "--data", str(gap_file),
+    proc = subprocess.run([sys.executable, "-m", "smart_energy.cli", "backtest", "--data", str(gap_file),
                            "--out", str(out), "--weeks", "4"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)

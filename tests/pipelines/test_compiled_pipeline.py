@@ -7,9 +7,9 @@ from google.protobuf import json_format
 from kfp import components
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from components.images import IMAGE
-from pipelines.cli import COMPILED, compile_pipeline
-from pipelines.local_run import STAGES
+from smart_energy.components.images import IMAGE
+from smart_energy.pipelines.cli import COMPILED, compile_pipeline
+from smart_energy.pipelines.local_run import STAGES
 
 PARAMETERS = {"data_uri", "meter_id", "horizon_hours", "hpo_trials", "promotion_threshold",
               "max_quarantine_fraction", "holdout_days"}
@@ -25,7 +25,7 @@ def _spec() -> dict:
 
 def test_every_step_reads_settings_and_credentials_on_the_cluster():
     """The platform spec (kfp-kubernetes) gives each step the settings ConfigMap, the Secret and the Feast config."""
-    from pipelines.training_pipeline import CREDENTIAL_KEYS, SETTINGS_CONFIG_MAP, SETTINGS_KEYS
+    from smart_energy.pipelines.training_pipeline import CREDENTIAL_KEYS, SETTINGS_CONFIG_MAP, SETTINGS_KEYS
 
     platform = _documents()[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert len(platform) == len(STAGES)
@@ -40,8 +40,8 @@ def test_every_step_reads_settings_and_credentials_on_the_cluster():
 def test_settings_config_map_in_manifests_has_exactly_the_keys_the_pipeline_reads():
     from pathlib import Path
 
-    from components.settings import ENV
-    from pipelines.training_pipeline import SETTINGS_KEYS
+    from smart_energy.components.settings import ENV
+    from smart_energy.pipelines.training_pipeline import SETTINGS_KEYS
 
     path = Path(__file__).resolve().parents[2] / "manifests" / "base" / "config" / "settings.yaml"
     data = yaml.safe_load(path.read_text())["data"]
@@ -81,7 +81,7 @@ def test_executors_run_the_project_image_without_installing_anything():
         container = executor["container"]
         assert container["image"] == IMAGE, name
         assert "pip install" not in " ".join(container["command"]), name
-        assert "from components." in container["command"][-1], name  # a shell over the plain functions
+        assert "from smart_energy.components." in container["command"][-1], name  # a shell over the plain functions
 
 
 def test_committed_yaml_is_not_stale(tmp_path):

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.registry import list_versions, read_metadata, stage_version
-from components.storage import open_store
+from smart_energy.components.registry import list_versions, read_metadata, stage_version
+from smart_energy.components.storage import open_store
 from pipeline_helpers import SMART_ENERGY, slice_of
-from pipelines.local_run import STAGES, LocalRun, _metrics, run_local
+from smart_energy.pipelines.local_run import STAGES, LocalRun, _metrics, run_local
 
 pytestmark = pytest.mark.slow
 SIX_WEEKS = 6 * 7 * 1440

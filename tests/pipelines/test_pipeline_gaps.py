@@ -6,11 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from components.ingest import ingest_file
-from components.registry import read_metadata
+from smart_energy.components.ingest import ingest_file
+from smart_energy.components.registry import read_metadata
 from helpers import with_hole
 from pipeline_helpers import slice_of
-from pipelines.local_run import run_local
+from smart_energy.pipelines.local_run import run_local
 
 pytestmark = pytest.mark.slow
 HOLES = [("2007-01-02 06:00", "2007-01-05 06:00"),  # 72 h in the training weeks

@@ -6,12 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from components.errors import SmartEnergyError
-from components.pipeline_steps import (
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.pipeline_steps import (
     check_horizon, decide, deploy_request, evaluation_markdown, fetch_raw, holdout_cutoff, split_history_holdout,
 )
-from components.settings import Settings
-from pipelines.recurring_run import COMPILED, DAILY_CRON, schedule_daily, submit_once
+from smart_energy.components.settings import Settings
+from smart_energy.pipelines.recurring_run import COMPILED, DAILY_CRON, schedule_daily, submit_once
 
 
 def evaluation(version: str, mae: float, persistence: float = 0.5) -> dict:
@@ -131,7 +131,7 @@ def _model_dir(path, version):
     import numpy as np
     import xgboost as xgb
 
-    from components.registry import write_model_dir
+    from smart_energy.components.registry import write_model_dir
 
     x = np.random.default_rng(1).normal(size=(32, 2))
     booster = xgb.train({"max_depth": 2}, xgb.DMatrix(x, label=x[:, 0]), num_boost_round=3)
@@ -140,9 +140,9 @@ def _model_dir(path, version):
 
 
 def test_register_and_promote_moves_only_the_pointer_the_decision_calls_for(tmp_path):
-    from components.pipeline_steps import register_and_promote
-    from components.registry import list_versions, stage_version
-    from components.storage import open_store
+    from smart_energy.components.pipeline_steps import register_and_promote
+    from smart_energy.components.registry import list_versions, stage_version
+    from smart_energy.components.storage import open_store
 
     store = open_store((tmp_path / "store").as_uri())
     first = register_and_promote(store, _model_dir(tmp_path / "a", "v1"), {"promote": True, "production_version": None})

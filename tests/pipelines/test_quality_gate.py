@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from components.pipeline_steps import QualityGateError, check_quality, gate_verdict, quality_markdown
-from components.storage import open_store
-from pipelines.local_run import PipelineRunError, run_local
+from smart_energy.components.pipeline_steps import QualityGateError, check_quality, gate_verdict, quality_markdown
+from smart_energy.components.storage import open_store
+from smart_energy.pipelines.local_run import PipelineRunError, run_local
 
 QUALITY = {"rows_read": 1000, "rows_valid": 900, "rows_missing": 40, "rows_quarantined": 60, "hours": 17,
            "hours_complete": 16, "first_timestamp": "2007-01-01T00:00:00+00:00",

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 import requests
 
-from components.pipeline_steps import PIPELINE_JOB, report_success
-from components.settings import Settings
+from smart_energy.components.pipeline_steps import PIPELINE_JOB, report_success
+from smart_energy.components.settings import Settings
 from helpers import free_port, start, stop, wait_http
 
 

@@ -31,8 +31,8 @@ class Served:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, shared_data):
     """(settings, model_dir, metadata): trained once per session on the first six weeks."""
-    from components.settings import Settings
-    from components.train import train
+    from smart_energy.components.settings import Settings
+    from smart_energy.components.train import train
 
     root = tmp_path_factory.mktemp("serving")
     data = root / "six_weeks.txt"
@@ -48,7 +48,7 @@ def trained(tmp_path_factory, shared_data):
 
 
 def start_predictor(model_dir: Path, port: int, env: dict, log: Path):
-    return start([PYTHON, "-m", "serving.predictor", "--model_dir", str(model_dir), "--http_port", str(port)],
+    return start([PYTHON, "-m", "smart_energy.serving.predictor", "--model_dir", str(model_dir), "--http_port", str(port)],
                  log, env=env)
 
 
@@ -59,7 +59,7 @@ def served(trained, tmp_path_factory):
     port, predictor_port = free_port(), free_port()
     env = {**settings.as_env(), "SE_DRIFT_WINDOW": "48"}
     predictor = start_predictor(model_dir, predictor_port, env, logs / "predictor.log")
-    transformer = start([PYTHON, "-m", "serving.transformer", "--model_dir", str(model_dir), "--http_port", str(port),
+    transformer = start([PYTHON, "-m", "smart_energy.serving.transformer", "--model_dir", str(model_dir), "--http_port", str(port),
                          "--predictor_host", f"127.0.0.1:{predictor_port}"], logs / "transformer.log", env=env)
     procs = {"predictor": predictor, "transformer": transformer}
     try:

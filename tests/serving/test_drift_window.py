@@ -12,10 +12,10 @@ import pytest
 import requests
 from prometheus_client import REGISTRY
 
-from components.features import FEATURES
-from components.registry import load_drift_detector
-from serving.monitors import DriftMonitor
-from serving.transformer.model import publish_drift
+from smart_energy.components.features import FEATURES
+from smart_energy.components.registry import load_drift_detector
+from smart_energy.serving.monitors import DriftMonitor
+from smart_energy.serving.transformer.model import publish_drift
 
 USAGE = [f for f in FEATURES if f.startswith("usage_") and not f.startswith("usage_std")]
 T0 = datetime(2007, 1, 1, tzinfo=timezone.utc)

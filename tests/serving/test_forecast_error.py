@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import requests
 
-from components.features import FEATURES
+from smart_energy.components.features import FEATURES
 from helpers import PYTHON, free_port, start, stop, wait_http
-from serving.monitors import ForecastErrorTracker
+from smart_energy.serving.monitors import ForecastErrorTracker
 
 H0 = datetime(2007, 1, 10, 12, tzinfo=timezone.utc)
 
@@ -56,16 +56,16 @@ def private_servers(trained, tmp_path):
     from dataclasses import replace
 
     mine = replace(settings, feature_repo=repo)
-    from components.feast_store import apply, open_feature_store
+    from smart_energy.components.feast_store import apply, open_feature_store
 
     # the copied registry names the session's parquet (an absolute path): point it at the copy's, so that
     # pushing here cannot change what the session's other servers and tests read
     apply(open_feature_store(mine), mine)
     port, predictor_port = free_port(), free_port()
     env = mine.as_env()
-    procs = [start([PYTHON, "-m", "serving.predictor", "--model_dir", str(model_dir), "--http_port",
+    procs = [start([PYTHON, "-m", "smart_energy.serving.predictor", "--model_dir", str(model_dir), "--http_port",
                     str(predictor_port)], tmp_path / "p.log", env=env),
-             start([PYTHON, "-m", "serving.transformer", "--model_dir", str(model_dir), "--http_port", str(port),
+             start([PYTHON, "-m", "smart_energy.serving.transformer", "--model_dir", str(model_dir), "--http_port", str(port),
                     "--predictor_host", f"127.0.0.1:{predictor_port}"], tmp_path / "t.log", env=env)]
     try:
         wait_http(f"http://127.0.0.1:{predictor_port}/v2/health/ready", timeout=90, proc=procs[0])
@@ -77,8 +77,8 @@ def private_servers(trained, tmp_path):
 
 
 def test_transformer_exports_forecast_and_baseline_mae_after_actuals_arrive(private_servers, shared_data):
-    from components.feast_store import open_feature_store, push
-    from components.ingest import ingest_file
+    from smart_energy.components.feast_store import open_feature_store, push
+    from smart_energy.components.ingest import ingest_file
 
     settings, url = private_servers
     hourly = ingest_file(shared_data).hourly

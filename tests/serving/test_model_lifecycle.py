@@ -16,7 +16,7 @@ import subprocess
 import pytest
 import requests
 
-from components.registry import ModelIntegrityError, read_metadata
+from smart_energy.components.registry import ModelIntegrityError, read_metadata
 from conftest import start_predictor
 from helpers import PYTHON, free_port, start, stop, wait_http
 
@@ -43,7 +43,7 @@ def test_unload_and_load_are_refused_by_default(served, which):
 
 
 def test_turned_on_an_unloaded_model_is_not_ready_until_loaded_again(served, feature_rows, tmp_path):
-    from components.features import FEATURES
+    from smart_energy.components.features import FEATURES
 
     port = free_port()
     proc = start_predictor(served.model_dir, port, {**served.env, "SE_MODEL_REPOSITORY_ROUTES": "true"},
@@ -72,7 +72,7 @@ def test_transformer_answers_with_the_predictors_version(served, tmp_path):
     predictor_port, port = free_port(), free_port()
     procs = [start_predictor(_relabelled(served.model_dir, tmp_path / "canary", "v-canary"), predictor_port,
                              served.env, tmp_path / "predictor.log")]
-    procs.append(start([PYTHON, "-m", "serving.transformer", "--model_dir", str(served.model_dir), "--http_port",
+    procs.append(start([PYTHON, "-m", "smart_energy.serving.transformer", "--model_dir", str(served.model_dir), "--http_port",
                         str(port), "--predictor_host", f"127.0.0.1:{predictor_port}"], tmp_path / "transformer.log",
                        env=served.env))
     base = f"http://127.0.0.1:{port}"
@@ -100,7 +100,7 @@ def test_a_changed_drift_reference_stops_both_servers_with_one_line(served, tmp_
     reference.write_bytes(data[:-8] + bytes(b ^ 0xFF for b in data[-8:]))  # the last reference value, changed
     with pytest.raises(ModelIntegrityError, match="drift/.*does not match metadata"):
         read_metadata(bad)
-    for module in ("serving.predictor", "serving.transformer"):
+    for module in ("smart_energy.serving.predictor", "smart_energy.serving.transformer"):
         proc = subprocess.run([PYTHON, "-m", module, "--model_dir", str(bad), "--http_port", str(free_port())],
                               capture_output=True, text=True, timeout=120, env={**served.env, "PATH": "/usr/bin:/bin"})
         lines = [line for line in proc.stderr.splitlines() if line.strip() and "Warning" not in line

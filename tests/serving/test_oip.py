@@ -14,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from components.features import FEATURES
+from smart_energy.components.features import FEATURES
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 NAME = "energy-forecaster"

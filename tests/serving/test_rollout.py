@@ -7,12 +7,14 @@ from dataclasses import replace
 
 import pytest
 
-from components.settings import Settings
-from serving import rollout
-from serving.rollout import (
-    Decision, Rollout, Thresholds, UnknownFieldError, VersionMetrics, canary_patch, check_fields, decide,
-    load_inference_service, merge_patch, parse_steps, promote_patch, rollback_patches, traffic_patch,
+from smart_energy.components.settings import Settings
+from smart_energy.serving import rollout
+from smart_energy.components.rollout_policy import (
+    Decision, Thresholds, VersionMetrics, canary_patch, decide, merge_patch, parse_steps, promote_patch,
+    rollback_patches, traffic_patch,
 )
+from smart_energy.serving.rollout import Rollout
+from smart_energy.serving.rollout_clients import UnknownFieldError, check_fields, load_inference_service
 
 STEPS = [10, 25, 50, 100]
 T = Thresholds(max_error_rate=0.01, max_p99_latency_seconds=0.05, max_mae_ratio=1.05, min_requests=20)

@@ -1,6 +1,6 @@
 """The rollout controller against a real Prometheus server (Debian's `prometheus`, 1 s scrapes).
 
-Prometheus scrapes two real transformers (`python -m serving.transformer`) in front of the model
+Prometheus scrapes two real transformers (`python -m smart_energy.serving.transformer`) in front of the model
 trained once for tests/serving under its own version labels: one in front of a real predictor
 serving it as v2 (healthy), and v3's in front of a predictor that is down (made to fail: every
 request answers 503). As on a cluster, where one transformer fronts both predictor revisions, the
@@ -22,12 +22,11 @@ from dataclasses import replace
 import pytest
 import requests
 
-from components.settings import Settings
+from smart_energy.components.settings import Settings
 from helpers import PYTHON, free_port, start, stop, wait_http
-from serving.rollout import (
-    MODEL_VERSION_ANNOTATION, REJECTED_ANNOTATION, PrometheusClient, Rollout, load_inference_service,
-    merge_patch, storage_uri,
-)
+from smart_energy.components.rollout_policy import MODEL_VERSION_ANNOTATION, REJECTED_ANNOTATION, merge_patch, storage_uri
+from smart_energy.serving.rollout import Rollout
+from smart_energy.serving.rollout_clients import PrometheusClient, load_inference_service
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow, pytest.mark.timeout(240)]
 ISVC_PATH = "/v1/models/energy-forecaster:predict"
@@ -77,7 +76,7 @@ def targets(trained, tmp_path_factory):
     procs, ports = [], {}
     try:
         predictor_port = free_port()
-        procs.append(start([PYTHON, "-m", "serving.predictor", "--model_dir",
+        procs.append(start([PYTHON, "-m", "smart_energy.serving.predictor", "--model_dir",
                             str(_version_dir(model_dir, tmp / "v2", "v2")), "--http_port", str(predictor_port)],
                            tmp / "predictor.log", env=env))
         wait_http(f"http://127.0.0.1:{predictor_port}/v2/health/ready", timeout=90, proc=procs[0])
@@ -86,7 +85,7 @@ def targets(trained, tmp_path_factory):
         for version, metadata_dir, upstream in (("v2", model_dir, predictor_port),
                                                 ("v3", _version_dir(model_dir, tmp / "v3", "v3"), dead_port)):
             port = free_port()
-            proc = start([PYTHON, "-m", "serving.transformer", "--model_dir", str(metadata_dir), "--http_port",
+            proc = start([PYTHON, "-m", "smart_energy.serving.transformer", "--model_dir", str(metadata_dir), "--http_port",
                           str(port), "--predictor_host", f"127.0.0.1:{upstream}"], tmp / f"transformer-{version}.log",
                          env=env)
             procs.append(proc)

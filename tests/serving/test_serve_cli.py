@@ -69,7 +69,7 @@ def _wait_gone(pids: set[int], timeout: float = 20.0) -> set[int]:
 def _serve(trained, tmp_path, name="serve.log", ports=None):
     settings, model_dir, _ = trained
     port, predictor_port, transformer_port = ports or (free_port(), free_port(), free_port())
-    proc = start([PYTHON, "-m", "components.cli", "serve", "--model-dir", str(model_dir), "--port", str(port),
+    proc = start([PYTHON, "-m", "smart_energy.cli", "serve", "--model-dir", str(model_dir), "--port", str(port),
                   "--predictor-port", str(predictor_port), "--transformer-port", str(transformer_port)],
                  tmp_path / name, env=settings.as_env())
     return proc, f"http://127.0.0.1:{port}"
@@ -96,7 +96,7 @@ def _kill_and_watch(serve_pid: int, module: str, url: str) -> tuple[float, list[
             break
         assert resp.status_code == 503, resp.text
         error = resp.json()["error"]
-        assert ("predictor" if module == "serving.predictor" else "transformer") in error and "retry" in error, error
+        assert ("predictor" if module == "smart_energy.serving.predictor" else "transformer") in error and "retry" in error, error
         time.sleep(0.1)
     assert codes[-1] == 200, f"{module} not back within {COMEBACK_SECONDS}s"
     assert _child_running(serve_pid, module) not in (None, victim)
@@ -109,8 +109,8 @@ def test_killed_servers_come_back_and_sigkill_of_serve_leaves_nothing(trained, t
     try:
         wait_http(url + "/v2/health/ready", timeout=120, proc=proc)
         assert requests.post(url + PREDICT, json=BODY, timeout=10).json()["model_version"] == trained[2]["version"]
-        predictor_seconds, predictor_codes = _kill_and_watch(proc.pid, "serving.predictor", url)
-        transformer_seconds, transformer_codes = _kill_and_watch(proc.pid, "serving.transformer", url)
+        predictor_seconds, predictor_codes = _kill_and_watch(proc.pid, "smart_energy.serving.predictor", url)
+        transformer_seconds, transformer_codes = _kill_and_watch(proc.pid, "smart_energy.serving.transformer", url)
         with capsys.disabled():
             print(f"\nserve: killed predictor answered 200 again after {predictor_seconds:.1f}s "
                   f"({predictor_codes.count(503)} x 503 meanwhile); killed transformer after "

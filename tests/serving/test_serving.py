@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from components.features import FEATURES
+from smart_energy.components.features import FEATURES
 from conftest import booster_predict
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]

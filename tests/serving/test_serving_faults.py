@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from components.features import FEATURES
+from smart_energy.components.features import FEATURES
 from conftest import start_predictor
 from helpers import stop, wait_http
-from serving.logic import MAX_BATCH_ROWS, MAX_BODY_BYTES
+from smart_energy.serving.logic import MAX_BATCH_ROWS, MAX_BODY_BYTES
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 NAME = "energy-forecaster"

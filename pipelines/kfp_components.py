@@ -10,7 +10,7 @@ from the SE_* environment, as for every other stage; pipeline parameters are pas
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components.images import IMAGE
+from smart_energy.components.images import IMAGE
 
 component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 
@@ -18,9 +18,9 @@ component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 @component
 def ingest(data_uri: str, meter_id: str, raw: Output[Dataset], hourly: Output[Dataset], metrics: Output[Metrics]):
     """Fetch the raw readings; validate, quarantine and resample them to hourly parquet."""
-    from components.ingest import ingest_file, write_outputs
-    from components.pipeline_steps import fetch_raw
-    from components.settings import get_settings
+    from smart_energy.components.ingest import ingest_file, write_outputs
+    from smart_energy.components.pipeline_steps import fetch_raw
+    from smart_energy.components.settings import get_settings
 
     settings = get_settings()
     result = ingest_file(fetch_raw(data_uri, raw.path, settings), meter_id, settings.min_minutes_per_hour)
@@ -36,7 +36,7 @@ def quality_gate(hourly: Input[Dataset], max_quarantine_fraction: float, report:
     import json
     import os
 
-    from components.pipeline_steps import check_quality, quality_markdown
+    from smart_energy.components.pipeline_steps import check_quality, quality_markdown
 
     with open(os.path.join(hourly.path, "quality.json")) as fh:
         quality = json.load(fh)
@@ -52,7 +52,7 @@ def split_holdout(raw: Input[Dataset], hourly: Input[Dataset], holdout_days: int
     import json
     import os
 
-    from components.pipeline_steps import holdout_cutoff, only_file, split_history_holdout
+    from smart_energy.components.pipeline_steps import holdout_cutoff, only_file, split_history_holdout
 
     with open(os.path.join(hourly.path, "quality.json")) as fh:
         quality = json.load(fh)
@@ -65,9 +65,9 @@ def split_holdout(raw: Input[Dataset], hourly: Input[Dataset], holdout_days: int
 @component
 def materialize_features(hourly: Input[Dataset], features: Output[Dataset], metrics: Output[Metrics]):
     """Build the features, write Feast's offline source, apply and materialise the online store."""
-    from components.feast_store import open_feature_store, publish
-    from components.ingest import load_hourly
-    from components.settings import get_settings
+    from smart_energy.components.feast_store import open_feature_store, publish
+    from smart_energy.components.ingest import load_hourly
+    from smart_energy.components.settings import get_settings
 
     settings = get_settings()
     frame = publish(load_hourly(hourly.path), open_feature_store(settings), settings)
@@ -80,9 +80,9 @@ def materialize_features(hourly: Input[Dataset], features: Output[Dataset], metr
 def train(hourly: Input[Dataset], until: str, hpo_trials: int, horizon_hours: int,
           model: Output[Model], metrics: Output[Metrics]):
     """Train the next-hour XGBoost forecaster on the hours before ``until`` (optional Optuna search)."""
-    from components.pipeline_steps import check_horizon
-    from components.settings import get_settings
-    from components.train import train as fit
+    from smart_energy.components.pipeline_steps import check_horizon
+    from smart_energy.components.settings import get_settings
+    from smart_energy.components.train import train as fit
 
     check_horizon(horizon_hours)
     # materialize-features (which this step runs after) already published these hours to Feast
@@ -99,9 +99,9 @@ def evaluate(model: Input[Model], history: Input[Dataset], holdout: Input[Datase
     """Score the new model, the production model and the baselines on the same hold-out hours."""
     import json
 
-    from components.pipeline_steps import compare_with_production, evaluation_markdown, flat_metrics, only_file
-    from components.settings import get_settings
-    from components.storage import open_store
+    from smart_energy.components.pipeline_steps import compare_with_production, evaluation_markdown, flat_metrics, only_file
+    from smart_energy.components.settings import get_settings
+    from smart_energy.components.storage import open_store
 
     settings = get_settings()
     result = compare_with_production(model.path, only_file(holdout.path), only_file(history.path),
@@ -120,9 +120,9 @@ def register(model: Input[Model], comparison: Input[Artifact], promotion_thresho
     """Register the model as candidate; promote it to production only when it beats production enough."""
     import json
 
-    from components.pipeline_steps import decide, register_and_promote
-    from components.settings import get_settings
-    from components.storage import open_store
+    from smart_energy.components.pipeline_steps import decide, register_and_promote
+    from smart_energy.components.settings import get_settings
+    from smart_energy.components.storage import open_store
 
     with open(comparison.path) as fh:
         verdict = decide(json.load(fh), promotion_threshold)
@@ -140,9 +140,9 @@ def deploy_request(decision: Input[Artifact], request: Output[Artifact]):
 
     import yaml
 
-    from components.pipeline_steps import deploy_request as build_request
-    from components.pipeline_steps import report_success
-    from components.settings import get_settings
+    from smart_energy.components.pipeline_steps import deploy_request as build_request
+    from smart_energy.components.pipeline_steps import report_success
+    from smart_energy.components.settings import get_settings
 
     settings = get_settings()
     with open(decision.path) as fh:

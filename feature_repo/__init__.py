@@ -1,0 +1,1 @@
+"""Feast feature repo (feature_store.yaml + feature_definitions.py), shipped as package data of smart_energy."""

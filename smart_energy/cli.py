@@ -1,0 +1,231 @@
+"""`smart-energy`: the command line, a thin shell over each stage's functions.
+
+The parser is built without importing any stage (pandas, xgboost, Feast, KServe take seconds to load):
+the data stages' flags are declared here and their handlers import what they run; `pipeline`, `serve`
+and `rollout` declare theirs in their own light shell modules. Errors a user can fix exit with code 2
+and one line on stderr; results go to stdout (JSON), progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.settings import get_settings
+
+# shells above the plain logic that declare their own subcommands (light modules: imports happen in handlers)
+SHELL_MODULES = ["smart_energy.pipelines.cli", "smart_energy.serving.cli", "smart_energy.serving.rollout"]
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from smart_energy.components.ingest import ingest_file, print_summary, require_valid_rows, write_outputs
+
+    settings = get_settings()
+    result = ingest_file(args.raw, meter_id=args.meter_id, min_minutes=settings.min_minutes_per_hour)
+    paths = write_outputs(result, args.out)  # the quarantine is kept even when nothing was valid
+    print_summary(result.quality, stream=sys.stderr)
+    require_valid_rows(result, args.out)
+    print(json.dumps({k: str(v) for k, v in paths.items()}))
+    return 0
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from smart_energy.components import feast_store as fs
+    from smart_energy.components.ingest import load_hourly
+
+    settings = get_settings()
+    store = fs.open_feature_store(settings)
+    if args.action == "apply":
+        fs.apply(store, settings)
+        print(f"applied {len(fs.definitions(settings))} Feast objects to {store.config.registry.path}",
+              file=sys.stderr)
+    elif args.action in ("build", "materialize"):
+        if not args.data:
+            raise SmartEnergyError(f"features {args.action} needs --data (raw file or ingest directory)")
+        features = fs.publish(load_hourly(args.data), store, settings, materialize=args.action == "materialize")
+        print(json.dumps({"rows": len(features), "meters": int(features["meter_id"].nunique()),
+                          "first": str(features["event_timestamp"].min()),
+                          "last": str(features["event_timestamp"].max()),
+                          "source": fs.feature_source_path(settings)}))
+    elif args.action == "push":
+        if not args.data:
+            raise SmartEnergyError("features push needs --data (the newest readings with a week of history)")
+        print(fs.push(store, load_hourly(args.data)).to_json(orient="records", date_format="iso"))
+    else:
+        print(fs.online_features(store, args.meter_id or [settings.meter_id]).to_json(orient="records"))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from smart_energy.components.train import train
+
+    params = {k: v for k, v in {"max_depth": args.max_depth, "eta": args.learning_rate,
+                                "num_boost_round": args.n_estimators}.items() if v is not None}
+    metadata = train(args.data, args.model_dir, hpo_trials=args.hpo_trials, until=args.until,
+                     params=params, holdout_weeks=args.holdout_weeks)
+    out = {k: metadata[k] for k in ("name", "version", "training_window", "metrics", "sha256")}
+    if args.register:
+        from smart_energy.components.registry import register
+        from smart_energy.components.storage import open_store
+
+        store = open_store()
+        register(store, args.model_dir, stage="candidate")
+        out["registered"] = {"store": store.uri, "stage": "candidate",
+                             "next": "`smart-energy models promote --version candidate` makes it production "
+                                     "(what `serve` without --model-dir loads); on a cluster `smart-energy "
+                                     "rollout` canaries it"}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from smart_energy.components.evaluate import evaluate
+
+    print(json.dumps(evaluate(args.model_dir, args.data, args.history, args.last_weeks), indent=2))
+    return 0
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from smart_energy.components.backtest import backtest, write_report
+
+    weekly, forecasts = backtest(args.data, weeks=args.weeks)
+    print(weekly.to_string(index=False, float_format=lambda v: f"{v:.3f}"), file=sys.stderr)
+    print(json.dumps(write_report(weekly, forecasts, args.out), indent=2))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from smart_energy.components import registry
+    from smart_energy.components.storage import open_store
+
+    settings = get_settings()
+    store = open_store(settings=settings)
+    name = settings.model_name
+    if args.action == "register":
+        if not args.model_dir:
+            raise SmartEnergyError("models register needs --model-dir")
+        version = registry.register(store, args.model_dir, stage=args.stage)
+        print(json.dumps({"name": name, "version": version, "stage": args.stage}))
+    elif args.action == "promote":
+        if not args.version:
+            raise SmartEnergyError("models promote needs --version (or 'candidate')")
+        version = registry.stage_version(store, name, "candidate") if args.version == "candidate" else args.version
+        if not version:
+            raise SmartEnergyError(f"model {name} has no candidate version to promote")
+        registry.set_stage(store, name, "production", version)
+        print(json.dumps({"name": name, "production": version}))
+    else:
+        stages = {s: registry.stage_version(store, name, s) for s in registry.STAGES}
+        print(json.dumps({"name": name, "store": store.uri, "versions": registry.list_versions(store, name),
+                          **stages}, indent=2))
+    return 0
+
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    settings = get_settings()
+    p = sub.add_parser("ingest", help="validate raw 1-minute readings, quarantine bad rows, resample to hourly parquet",
+                       description="Parse a UCI-format meter file (.txt, .csv, optionally .gz; ';' or ',' as its "
+                       "header says), validate every row, write DIR/hourly.parquet, DIR/quarantine.csv (every "
+                       "rejected row with its line and reason) and DIR/quality.json (counts that add up: read = "
+                       "valid + missing + quarantined).")
+    p.add_argument("raw", type=Path, help="raw meter file")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--meter-id", default=settings.meter_id, help="meter id (default %(default)s, env SE_METER_ID)")
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("features", help="Feast feature repo: apply, build/materialize from data, push new readings, "
+                       "read online",
+                       description="apply: register feature_repo definitions. build: write the offline parquet from "
+                       "DATA. materialize: build + load the online store over the data's own range. push: push the "
+                       "newest hour's features. online: print online features for meters.")
+    p.add_argument("action", choices=["apply", "build", "materialize", "push", "online"])
+    p.add_argument("--data", type=Path, help="raw meter file or ingest output directory")
+    p.add_argument("--meter-id", action="append", default=None, help="meter(s) for `online` (default SE_METER_ID)")
+    p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser("train", help="train the next-hour XGBoost forecaster on Feast features",
+                       description="Ingest (if given a raw file), publish features to Feast (offline parquet + "
+                       "online store materialised to the data's end), train with a time-ordered validation "
+                       "split and write MODEL_DIR/{model.json,metadata.json,drift/}. Gaps in the readings need "
+                       "no flag: features reaching into them are missing, and they are listed in the output.")
+    p.add_argument("--data", required=True, help="raw meter file, ingest output directory, or its s3:// / file:// URI")
+    p.add_argument("--model-dir", type=Path, required=True, help="output model directory")
+    p.add_argument("--hpo-trials", type=int, default=0, help="Optuna trials (default 0: no search)")
+    p.add_argument("--until", help="train on hours before this timestamp only, e.g. 2007-02-01")
+    p.add_argument("--holdout-weeks", type=int, default=0,
+                   help="leave the last N weeks out of training (score them with evaluate --last-weeks N)")
+    p.add_argument("--max-depth", type=int, help="XGBoost max_depth (default: the trainer's, 3)")
+    p.add_argument("--learning-rate", type=float, help="XGBoost eta (default: the trainer's, 0.05)")
+    p.add_argument("--n-estimators", type=int,
+                   help="maximum boosting rounds; early stopping may use fewer (default: the trainer's, 1000)")
+    p.add_argument("--register", action="store_true", help="also register as candidate in SE_ARTIFACT_URI")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a model vs persistence and seasonal baselines (JSON on stdout)",
+                       description="Next-hour MAE/RMSE (kW) of the model and of the persistence, seasonal_24h and "
+                       "seasonal_168h baselines on the same hours; hours skipped (incomplete target, no "
+                       "persistence) are counted and long gaps listed. Features come from a scratch Feast store.")
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--data", required=True, help="raw meter file or ingest dir (or its URI) to score")
+    p.add_argument("--history", help="earlier readings that supply the lags")
+    p.add_argument("--last-weeks", type=int, default=0,
+                   help="score only the data's last N weeks; the hours before are history")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("backtest", help="rolling-origin backtest: weekly retraining, MAE per week vs baselines, plot",
+                       description="Retrain weekly over the last WEEKS weeks of DATA and forecast each week; writes "
+                       "backtest_weekly.csv, backtest_forecasts.csv, backtest.json and forecast_vs_actual.png to "
+                       "OUT and prints the summary with the plot's path.")
+    p.add_argument("--data", type=Path, required=True, help="raw meter file or ingest dir")
+    p.add_argument("--out", type=Path, default=Path("reports/backtest"))
+    p.add_argument("--weeks", type=int, default=4)
+    p.set_defaults(func=_cmd_backtest)
+
+    p = sub.add_parser("models", help="model registry in SE_ARTIFACT_URI: list, register, promote",
+                       description="Versions live at models/<name>/<version>/; production.json and candidate.json "
+                       "point at versions (SE_MODEL_NAME names the model). `serve` without --model-dir loads "
+                       "production.")
+    p.add_argument("action", choices=["list", "register", "promote"])
+    p.add_argument("--model-dir", type=Path, help="model directory to register")
+    p.add_argument("--stage", choices=["candidate", "production"], default="candidate")
+    p.add_argument("--version", help="version to promote to production, or 'candidate'")
+    p.set_defaults(func=_cmd_models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smart-energy",
+        description="Smart Energy: smart-meter ingest, Feast features, XGBoost next-hour forecasts, "
+        "KFP pipelines and KServe serving. Configuration comes from SE_* environment variables.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_data_commands(sub)
+    for name in SHELL_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from smart_energy.components.quiet import quiet_frameworks
+
+    quiet_frameworks()
+    try:
+        return int(args.func(args) or 0)
+    except (SmartEnergyError, FileNotFoundError) as err:
+        print(f"smart-energy {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
