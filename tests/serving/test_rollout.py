@@ -182,3 +182,38 @@ def test_dry_run_prints_the_steps(capsys):
         assert any(f'"canaryTrafficPercent": {percent}}}' in line for line in out)
     assert any("promote" in line and '"canaryTrafficPercent": null' in line for line in out)
     assert any("on rollback" in line and "rejected-version" in line for line in out)
+
+
+def test_rollout_cli_reads_the_registry_and_agrees_with_itself(tmp_path):
+    """`smart-energy rollout` as a user runs it: pointers from the registry; the dry run never plans what the
+    real run would refuse (a candidate that is already production)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    store = tmp_path / "artifacts"
+    for version in ("v1", "v2"):
+        folder = store / "models" / "energy-forecaster" / version
+        folder.mkdir(parents=True)
+        (folder / "metadata.json").write_text(json.dumps({"name": "energy-forecaster", "version": version}))
+    env = {**os.environ, "SE_ARTIFACT_URI": store.as_uri()}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "smart_energy.cli", "rollout", *args], capture_output=True,
+                              text=True, env=env)
+
+    nothing = run("--dry-run")
+    assert nothing.returncode == 0 and "no candidate registered" in nothing.stderr and nothing.stdout == ""
+    pointers = store / "models" / "energy-forecaster"
+    (pointers / "production.json").write_text('{"version": "v1"}')
+    (pointers / "candidate.json").write_text('{"version": "v2"}')
+    planned = run("--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.startswith("1. patch inferenceservice") and "/energy-forecaster/v2/model.json" in planned.stdout
+    assert "MAE v2/v1" in planned.stdout
+    (pointers / "candidate.json").write_text('{"version": "v1"}')  # promoted already
+    for args in (["--dry-run"], []):
+        same = run(*args)
+        assert same.returncode == 0 and same.stdout == ""
+        assert "v1 is already the production version; nothing to roll out" in same.stderr
