@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from smart_energy.components.feast_store import copy_feature_repo
 from benchmarks.cases import register
 
 
@@ -23,16 +24,12 @@ def features_build(ingest_dir: str) -> dict:
 @register("features_publish")
 def features_publish(ingest_dir: str, repo: str) -> dict:
     """Build + write the offline parquet + feast apply + materialise the online store over the range."""
-    import shutil
-
     from smart_energy.components.feast_store import open_feature_store, publish
     from smart_energy.components.ingest import load_hourly
-    from smart_energy.components.settings import PACKAGED_FEATURE_REPO, Settings
+    from smart_energy.components.settings import Settings
 
     repo_path = Path(repo)
-    repo_path.mkdir(parents=True, exist_ok=True)
-    for name in ("feature_store.yaml", "feature_definitions.py"):
-        shutil.copy(PACKAGED_FEATURE_REPO / name, repo_path / name)
+    copy_feature_repo(repo_path)
     settings = Settings(feature_repo=repo_path)
     hourly = load_hourly(ingest_dir)
     start = time.perf_counter()

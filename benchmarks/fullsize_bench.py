@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import time
 from pathlib import Path
 
+from smart_energy.components.feast_store import copy_feature_repo
 from benchmarks.cases import register
 
 TRAIN_PEAK_LIMIT_MIB = 1536
@@ -21,12 +21,8 @@ TRAIN_PEAK_LIMIT_MIB = 1536
 
 def _repo(path: str) -> Path:
     """A fresh copy of the feature repo's definitions and config at ``path``."""
-    from smart_energy.components.settings import PACKAGED_FEATURE_REPO
-
     repo = Path(path)
-    repo.mkdir(parents=True, exist_ok=True)
-    for name in ("feature_store.yaml", "feature_definitions.py"):
-        shutil.copy(PACKAGED_FEATURE_REPO / name, repo / name)
+    copy_feature_repo(repo)
     return repo
 
 

@@ -14,6 +14,7 @@ without the delay (1 thread, 8 connections). Every run is bounded (seconds, not 
 
 from __future__ import annotations
 
+from smart_energy.components.feast_store import copy_feature_repo
 import itertools
 import json
 import os
@@ -105,9 +106,7 @@ def _train(shared: Path, work: Path):
     with open(shared) as src, open(data, "w") as dst:
         dst.writelines(itertools.islice(src, TRAIN_MINUTES + 1))
     repo = work / "feature_repo"
-    repo.mkdir(exist_ok=True)
-    for name in ("feature_store.yaml", "feature_definitions.py"):
-        shutil.copy(REPO / "feature_repo" / name, repo / name)
+    copy_feature_repo(repo)
     settings = Settings(feature_repo=repo, data_root=work / "data", artifact_uri=(work / "artifacts").as_uri())
     metadata = train(data, work / "model", settings)
     return settings, work / "model", metadata

@@ -78,10 +78,16 @@ def ensure_feature_repo(settings: Settings) -> Path:
         return repo
     if repo.resolve() != Settings().feature_repo.resolve():
         raise SmartEnergyError(f"{repo}: no feature_store.yaml (SE_FEATURE_REPO must name a Feast repo)")
-    repo.mkdir(parents=True, exist_ok=True)
+    return copy_feature_repo(repo)
+
+
+def copy_feature_repo(dest: str | Path) -> Path:
+    """A new Feast repo at ``dest`` from the packaged one (config and definitions; no data)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
     for name in ("feature_store.yaml", "feature_definitions.py", ".feastignore"):
-        shutil.copy(PACKAGED_FEATURE_REPO / name, repo / name)
-    return repo
+        shutil.copy(PACKAGED_FEATURE_REPO / name, dest / name)
+    return dest
 
 
 def feature_source_path(settings: Settings) -> str:

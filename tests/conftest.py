@@ -7,6 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from smart_energy.components.feast_store import copy_feature_repo
 from helpers import SHARED_DATA  # noqa: E402
 
 
@@ -19,14 +20,8 @@ def shared_data() -> Path:
 @pytest.fixture
 def feature_repo_copy(tmp_path):
     """A private copy of feature_repo/ (definitions + config only), so tests never touch the real one."""
-    import shutil
-
-    from helpers import REPO
-
     repo = tmp_path / "feature_repo"
-    repo.mkdir()
-    for name in ("feature_store.yaml", "feature_definitions.py", ".feastignore"):
-        shutil.copy(REPO / "feature_repo" / name, repo / name)
+    copy_feature_repo(repo)
     return repo
 
 

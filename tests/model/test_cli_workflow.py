@@ -11,6 +11,7 @@ import sys
 import pandas as pd
 import pytest
 
+from smart_energy.components.feast_store import copy_feature_repo
 from smart_energy.components.features import build_feature_frame, FEATURES
 from smart_energy.components.ingest import ingest_file, split_raw_file
 
@@ -19,13 +20,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from helpers import REPO
-
     root = tmp_path_factory.mktemp("cli")
     repo = root / "feature_repo"
-    repo.mkdir()
-    for name in ("feature_store.yaml", "feature_definitions.py"):
-        (repo / name).write_bytes((REPO / "feature_repo" / name).read_bytes())
+    copy_feature_repo(repo)
     return {**os.environ, "SE_FEATURE_REPO": str(repo), "SE_ARTIFACT_URI": (root / "artifacts").as_uri(),
             "ROOT": str(root)}
 

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
+from smart_energy.components.feast_store import copy_feature_repo
 from smart_energy.components.evaluate import evaluate
 from smart_energy.components.features import FEATURES, FeatureError
 from smart_energy.components.ingest import split_raw_file
 from smart_energy.components.registry import ModelIntegrityError, load_booster, read_metadata
 from smart_energy.components.settings import Settings
 from smart_energy.components.train import train
-from helpers import REPO
 
 CUT = "2007-02-01"
 
@@ -27,9 +27,7 @@ CUT = "2007-02-01"
 def trained(shared_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("model")
     repo = tmp / "feature_repo"
-    repo.mkdir()
-    for name in ("feature_store.yaml", "feature_definitions.py"):
-        shutil.copy(REPO / "feature_repo" / name, repo / name)
+    copy_feature_repo(repo)
     settings = Settings(feature_repo=repo, artifact_uri=(tmp / "artifacts").as_uri())
     history, last4w = tmp / "history.txt", tmp / "last4w.txt"
     split_raw_file(shared_data, CUT, history, last4w)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from smart_energy.components.feast_store import copy_feature_repo
 from smart_energy.components.evaluate import evaluate
 from smart_energy.components.features import usable_usage
 from smart_energy.components.feast_store import historical_features, open_feature_store
@@ -41,9 +42,7 @@ def incomplete_elsewhere(shared_data) -> dict[str, int]:
 def trained(gap_file, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gap_model")
     repo = tmp / "feature_repo"
-    repo.mkdir()
-    for name in ("feature_store.yaml", "feature_definitions.py"):
-        (repo / name).write_bytes((Settings().feature_repo / name).read_bytes())
+    copy_feature_repo(repo)
     settings = Settings(feature_repo=repo, artifact_uri=(tmp / "artifacts").as_uri())
     metadata = train(gap_file, tmp / "model", settings, holdout_weeks=4)
     return {"settings": settings, "model_dir": tmp / "model", "metadata": metadata}

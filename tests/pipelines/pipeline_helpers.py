@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+from smart_energy.components.feast_store import copy_feature_repo
 import sys
 from pathlib import Path
 
@@ -13,9 +13,7 @@ SMART_ENERGY = str(Path(sys.executable).with_name("smart-energy"))
 def isolated_env(root: Path) -> dict[str, str]:
     """SE_* settings pointing at a fresh artifact store and a copy of the feature repo under ``root``."""
     repo = root / "feature_repo"
-    repo.mkdir(parents=True)
-    for name in ("feature_store.yaml", "feature_definitions.py"):
-        shutil.copy(REPO / "feature_repo" / name, repo / name)
+    copy_feature_repo(repo)
     return {"SE_ARTIFACT_URI": (root / "artifacts").as_uri(), "SE_FEATURE_REPO": str(repo)}
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from helpers import PYTHON, REPO, free_port, start, stop, wait_http
+from smart_energy.components.feast_store import copy_feature_repo
+from helpers import PYTHON, free_port, start, stop, wait_http
 
 SLICE_MINUTES = 6 * 7 * 1440
 
@@ -39,9 +39,7 @@ def trained(tmp_path_factory, shared_data):
     with open(shared_data) as src, open(data, "w") as dst:
         dst.writelines(itertools.islice(src, SLICE_MINUTES + 1))
     repo = root / "feature_repo"
-    repo.mkdir()
-    for name in ("feature_store.yaml", "feature_definitions.py"):
-        shutil.copy(REPO / "feature_repo" / name, repo / name)
+    copy_feature_repo(repo)
     settings = Settings(feature_repo=repo, data_root=root / "data", artifact_uri=(root / "artifacts").as_uri())
     metadata = train(data, root / "model", settings)
     return settings, root / "model", metadata
