@@ -18,13 +18,18 @@ FEATURE_VIEW_REFRESH_SECONDS = 300.0
 class OnlineFeatureReader:
     """Reads the feature service's views from Feast's online store, one ``online_read`` per view.
 
-    ``FeatureStore.get_online_features`` deserialises the registry's views on every call (~6 ms here);
-    this resolves them once (and again every ``FEATURE_VIEW_REFRESH_SECONDS``) and reads through the
-    same provider and entity-key encoding, so the features are Feast's, at ~0.1 ms.
+    ``FeatureStore.get_online_features`` costs ~4.6 ms a call here even with the registry cached (feature
+    references resolved and converted to and from protos on every call); this resolves the service's views
+    once (and again every ``FEATURE_VIEW_REFRESH_SECONDS``) and reads through the provider Feast's public
+    ``get_provider(config)`` builds for the same repo config (the provider the store itself uses), with the
+    same entity-key encoding, so the features are Feast's, at ~0.1 ms.
     """
 
     def __init__(self, store: Any, service_name: str, features: Sequence[str]):
+        from feast.infra.provider import get_provider
+
         self.store = store
+        self.provider = get_provider(store.config)
         self.service_name = service_name
         self.features = list(features)
         self._views: list[tuple[Any, list[int], list[str]]] = []
@@ -57,7 +62,7 @@ class OnlineFeatureReader:
         if time.monotonic() - self._resolved_at > FEATURE_VIEW_REFRESH_SECONDS:
             self._resolve()
         keys = [EntityKey(join_keys=["meter_id"], entity_values=[Value(string_val=m)]) for m in meter_ids]
-        provider = self.store._get_provider()
+        provider = self.provider
         matrix = np.full((len(meter_ids), len(self.features)), np.nan)
         event_hours: list[datetime | None] = [None] * len(meter_ids)
         for view, columns, names in self._views:

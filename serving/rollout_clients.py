@@ -23,63 +23,51 @@ def _model_class(name: str):
     return getattr(kserve.models, name, None) or getattr(kubernetes.client, name)
 
 
+def _walk(data: Any, klass: str | type, path: str, build: bool) -> Any:
+    """Check ``data`` against the OpenAPI model ``klass`` (its public ``openapi_types``/``attribute_map``),
+    recursively; with ``build``, return the model objects too."""
+    import re
+
+    if isinstance(klass, str):
+        if m := re.fullmatch(r"list\[(.*)\]", klass):
+            return [_walk(item, m.group(1), f"{path}[{i}]", build) for i, item in enumerate(data or [])] \
+                if data is not None else None
+        if m := re.fullmatch(r"dict\(([^,]*), (.*)\)", klass):
+            return {key: _walk(item, m.group(2), f"{path}.{key}", build) for key, item in data.items()} \
+                if data is not None else None
+        if klass in {"str", "int", "float", "bool", "object", "date", "datetime"}:
+            return data
+        klass = _model_class(klass)
+    if data is None or not getattr(klass, "openapi_types", None):
+        return data
+    if not isinstance(data, dict):
+        raise UnknownFieldError(f"{path or klass.__name__}: expected an object, got {type(data).__name__}")
+    by_json = {json_key: attr for attr, json_key in klass.attribute_map.items()}
+    values = {}
+    for key, value in data.items():
+        if key not in by_json:
+            raise UnknownFieldError(f"{path}.{key}: not a field of {klass.__name__}")
+        values[by_json[key]] = _walk(value, klass.openapi_types[by_json[key]], f"{path}.{key}", build)
+    return klass(**values) if build else None
+
+
 def check_fields(data: Any, klass: str | type, path: str = "") -> None:
     """Raise ``UnknownFieldError`` for any key not in the OpenAPI model ``klass`` (recursively).
 
     kserve's own deserializer silently drops unknown keys; a misspelt field would vanish.
     """
-    import re
-
-    if isinstance(klass, str):
-        if m := re.fullmatch(r"list\[(.*)\]", klass):
-            for i, item in enumerate(data or []):
-                check_fields(item, m.group(1), f"{path}[{i}]")
-            return
-        if m := re.fullmatch(r"dict\(([^,]*), (.*)\)", klass):
-            for key, item in (data or {}).items():
-                check_fields(item, m.group(2), f"{path}.{key}")
-            return
-        if klass in {"str", "int", "float", "bool", "object", "date", "datetime"}:
-            return
-        klass = _model_class(klass)
-    if data is None or not getattr(klass, "openapi_types", None):
-        return
-    if not isinstance(data, dict):
-        raise UnknownFieldError(f"{path or klass.__name__}: expected an object, got {type(data).__name__}")
-    by_json = {json_key: attr for attr, json_key in klass.attribute_map.items()}
-    for key, value in data.items():
-        if key not in by_json:
-            raise UnknownFieldError(f"{path}.{key}: not a field of {klass.__name__}")
-        check_fields(value, klass.openapi_types[by_json[key]], f"{path}.{key}")
-
-
-def _kserve_api_client():
-    """kserve's ApiClient, able to resolve the kubernetes classes (V1ObjectMeta, V1EnvVar...) it refers to."""
-    import kserve.models
-    from kserve import ApiClient
-
-    class _ApiClient(ApiClient):
-        def _ApiClient__deserialize(self, data, klass):  # the name-mangled private deserializer
-            if isinstance(klass, str) and not klass.startswith(("list[", "dict(")) \
-                    and klass not in self.NATIVE_TYPES_MAPPING and not hasattr(kserve.models, klass):
-                klass = _model_class(klass)
-            return ApiClient._ApiClient__deserialize(self, data, klass)
-
-    return _ApiClient()
+    _walk(data, klass, path, build=False)
 
 
 def load_inference_service(obj: dict[str, Any]):
-    """``obj`` as kserve's ``V1beta1InferenceService`` (kserve ApiClient deserialization), unknown fields rejected."""
-    import json
+    """``obj`` as kserve's ``V1beta1InferenceService`` model objects, unknown fields rejected.
 
+    Built through the models' public ``openapi_types``/``attribute_map`` (kserve's and kubernetes' classes
+    both), so a manifest is checked against the kserve release we pin.
+    """
     from kserve import V1beta1InferenceService
 
-    check_fields(obj, V1beta1InferenceService)
-
-    class _Response:
-        data = json.dumps(obj)
-
-    isvc = _kserve_api_client().deserialize(_Response(), "V1beta1InferenceService")
+    isvc = _walk(obj, V1beta1InferenceService, "", build=True)
     if isvc.spec is None or isvc.spec.predictor is None:
         raise UnknownFieldError("InferenceService without spec.predictor")
     percent = isvc.spec.predictor.canary_traffic_percent
