@@ -45,7 +45,8 @@ def test_v1_entity_request_gives_forecast_version_and_drift(served, feature_rows
     body = resp.json()
     assert body["model_version"] == served.metadata["version"]
     assert body["meter_ids"] == [METER]
-    assert body["drift"]["status"] in {"warming_up", "drift", "no_drift"}
+    # one meter's online row is one (meter, hour) row: far from the rows a K-S test needs
+    assert body["drift"]["status"] == "warming_up" and body["drift"]["window_rows"] < 24
     # the online row is the newest materialised feature row of the meter
     latest = feature_rows[feature_rows["meter_id"] == METER].iloc[[-1]][FEATURES].to_numpy(dtype=np.float64)
     assert body["predictions"] == pytest.approx(booster_predict(served.model_dir, latest), abs=1e-6)
@@ -59,7 +60,7 @@ def test_v2_entity_request_matches_v1(served):
     assert body["model_version"] == served.metadata["version"]
     assert body["outputs"][0]["name"] == "forecast_kw"
     assert body["outputs"][0]["data"] == pytest.approx(first, abs=1e-9)
-    assert body["parameters"]["drift_status"] in {"warming_up", "drift", "no_drift"}
+    assert body["parameters"]["drift_status"] == "warming_up"  # the same (meter, hour) row again: counted once
 
 
 def test_entity_request_with_the_online_hour_is_accepted(served, feature_rows):
@@ -135,5 +136,7 @@ def test_metrics_on_the_http_port(served, feature_rows):
                    "request_predict_seconds_count"):  # the last is KServe's own
         assert needle in text, needle
     drift = v1(served.url, {"instances": [{"meter_id": METER}]}).json()["drift"]
-    assert drift["status"] in {"drift", "no_drift"} and drift["window_rows"] >= 24
+    # checked (not warming up), and the verdict matches the features it names; whether 40 consecutive hours
+    # drift from the training window is test_drift_window's business (exact, with known shifts)
+    assert drift["window_rows"] >= 24 and drift["status"] == ("drift" if drift["drifted_features"] else "no_drift")
     assert "request_predict_seconds_count" in requests.get(f"{served.predictor_url}/metrics", timeout=5).text
