@@ -4,11 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SE := $(VENV)/bin/smart-energy
 DATA ?= ../shared/data/household_power_consumption_2006-12_2007-02.txt
-# Debian packages the tests and benchmarks run for real: promtool + prometheus, its pushgateway, redis-server, wrk.
-APT_PACKAGES := prometheus prometheus-pushgateway redis-server wrk
+# Debian packages the tests and benchmarks run for real: promtool + prometheus, its pushgateway, redis-server, wrk,
+# chromium (the monitoring report opened in a real headless browser).
+APT_PACKAGES := prometheus prometheus-pushgateway redis-server wrk chromium
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps test demo bench backtest lock compile cluster clean
+.PHONY: install system-deps test demo bench backtest monitor lock compile cluster clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +46,11 @@ bench: install system-deps
 
 backtest: install
 	$(SE) backtest --data $(DATA) --out reports/backtest
+
+# train without the data's last four weeks, then report on them: quality, drift over time, performance
+monitor: install
+	$(SE) train --data $(DATA) --model-dir reports/monitor/model --holdout-weeks 4
+	$(SE) monitor --data $(DATA) --last-weeks 4 --model-dir reports/monitor/model --out reports/monitor
 
 compile: install
 	$(SE) pipeline compile

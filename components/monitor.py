@@ -1,0 +1,231 @@
+"""The monitoring report: data quality, drift over time and model performance, as one HTML page and JSON.
+
+The page is self-contained (plots embedded as PNG data), so it opens offline in a browser. Drift is
+the model's own Alibi Detect K-S detector run on each window (a day, or a week for spans over three
+weeks) of the feature rows Feast serves for the data; performance is the model against persistence and
+the seasonal baselines on exactly the same hours.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smart_energy.components.evaluate import BASELINES, predict, scoring_frame
+from smart_energy.components.features import find_gaps
+from smart_energy.components.ingest import ingest_file, load_hourly
+from smart_energy.components.registry import load_booster, load_drift_detector
+from smart_energy.components.settings import Settings, get_settings
+
+MIN_WINDOW_ROWS = 12  # a K-S test on fewer rows says nothing
+
+
+def _quality(data: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Ingest counts (raw files) and the hourly frame."""
+    if Path(data).suffix in (".parquet",) or Path(data).is_dir():
+        hourly = load_hourly(data)
+        return {"source": str(data)}, hourly
+    result = ingest_file(data)
+    q = result.quality
+    return {"source": q.source, "rows_read": q.rows_read, "rows_valid": q.rows_valid, "rows_missing": q.rows_missing,
+            "rows_quarantined": q.rows_quarantined, "quarantine_reasons": q.quarantine_reasons}, result.hourly
+
+
+def week_start(ts: pd.Series) -> pd.Series:
+    """Monday 00:00 of each timestamp's week (time zone kept)."""
+    return ts.dt.floor("D") - pd.to_timedelta(ts.dt.dayofweek, unit="D")
+
+
+def drift_by_window(frame: pd.DataFrame, detector, features: list[str], freq: str) -> pd.DataFrame:
+    """K-S p-value per feature and window (rows: windows; columns: features), plus ``rows`` and ``drift``."""
+    rows = []
+    ts = frame["event_timestamp"]
+    for start, part in frame.groupby(ts.dt.floor("D") if freq == "D" else week_start(ts)):
+        complete = part[features].dropna()
+        if len(complete) < MIN_WINDOW_ROWS:
+            continue
+        result = detector.predict(complete.to_numpy(dtype=np.float32))["data"]
+        rows.append({"window_start": pd.Timestamp(start), "rows": len(complete), "drift": int(result["is_drift"]),
+                     **dict(zip(features, np.asarray(result["p_val"], dtype=float)))})
+    return pd.DataFrame(rows)
+
+
+def build_report(data: str | Path, model_dir: str | Path, history: str | Path | None = None, last_weeks: int = 0,
+                 settings: Settings | None = None) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """Every number of the report (JSON-able) and the frames its plots are drawn from.
+
+    With ``last_weeks``, only the data's last weeks are monitored and the hours before are history (as
+    ``evaluate --last-weeks``); data quality is the whole file's.
+    """
+    from smart_energy.components.train import holdout_start
+
+    settings = settings or get_settings()
+    booster, metadata = load_booster(model_dir)
+    detector = load_drift_detector(model_dir)
+    quality, hourly = _quality(data)
+    history_hourly = load_hourly(history) if history else None
+    if last_weeks:
+        start = holdout_start(hourly, last_weeks)
+        earlier = hourly[hourly["timestamp"] < start]
+        history_hourly = earlier if history_hourly is None else pd.concat([history_hourly, earlier], ignore_index=True)
+        hourly = hourly[hourly["timestamp"] >= start]
+    per_day = hourly.assign(day=hourly["timestamp"].dt.floor("D")).groupby("day")["is_complete"].sum()
+    quality |= {"hours": int(len(hourly)), "hours_complete": int(hourly["is_complete"].sum()),
+                "gaps": find_gaps(hourly), "complete_hours_per_day": {str(d.date()): int(n) for d, n in per_day.items()}}
+
+    frame, skipped = scoring_frame(hourly, history_hourly, settings)
+    features = metadata["features"]
+    frame = frame.assign(forecast_kw=predict(booster, frame, features))
+    span_days = (frame["event_timestamp"].max() - frame["event_timestamp"].min()).days
+    freq = "D" if span_days <= 21 else "W"
+    drift = drift_by_window(frame, detector, features, freq) if detector is not None else pd.DataFrame()
+    drifted = {str(r["window_start"].date()): [f for f in features if r[f] < settings.drift_p_value / len(features)]
+               for _, r in drift.iterrows() if r["drift"]}
+
+    err = (frame["forecast_kw"] - frame["target_kw"]).abs()
+    base_err = {b: (frame[c] - frame["target_kw"]).abs() for b, c in BASELINES.items()}
+    same = frame[list(BASELINES.values())].notna().all(axis=1)  # hours where every baseline exists
+    week = week_start(frame["event_timestamp"]).dt.date.astype(str)
+    hour = frame["event_timestamp"].dt.hour
+    by_week = pd.DataFrame({"model": err[same].groupby(week[same]).mean(),
+                            **{b: e[same].groupby(week[same]).mean() for b, e in base_err.items()}})
+    by_hour = pd.DataFrame({"model": err[same].groupby(hour[same]).mean(),
+                            **{b: e[same].groupby(hour[same]).mean() for b, e in base_err.items()}})
+    performance = {
+        "model_version": metadata["version"], "hours_scored": int(same.sum()), "hours_skipped": skipped,
+        "mae_kw": float(err[same].mean()), **{f"{b}_mae_kw": float(e[same].mean()) for b, e in base_err.items()},
+        "mae_by_week": {w: {k: float(v) for k, v in row.items()} for w, row in by_week.iterrows()},
+        "mae_by_hour_of_day": {int(h): {k: float(v) for k, v in row.items()} for h, row in by_hour.iterrows()},
+    }
+    report = {
+        "data_quality": quality,
+        "drift": {"window": "day" if freq == "D" else "week", "p_value": settings.drift_p_value,
+                  "windows": int(len(drift)), "windows_drifted": int(drift["drift"].sum()) if len(drift) else 0,
+                  "drifted_features_by_window": drifted,
+                  "p_values": [{"window_start": str(r["window_start"].date()), "rows": int(r["rows"]),
+                                "drift": bool(r["drift"]), **{f: float(r[f]) for f in features}}
+                               for _, r in drift.iterrows()]},
+        "performance": performance,
+    }
+    return report, {"frame": frame, "drift": drift, "per_day": per_day, "by_week": by_week, "by_hour": by_hour}
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plots(frames: dict[str, pd.DataFrame], features: list[str]) -> dict[str, str]:
+    """The report's plots as base64 PNGs, by name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    per_day = frames["per_day"]
+    fig, ax = plt.subplots(figsize=(11, 2.6))
+    ax.bar(per_day.index, per_day.values, width=0.8, color="tab:green")
+    ax.axhline(24, color="black", lw=0.6, ls=":")
+    ax.set_ylabel("complete hours")
+    ax.set_title("Data quality: complete hours per day (24 = no reading missing)")
+    out["quality"] = _png(fig)
+
+    drift = frames["drift"]
+    if len(drift):
+        fig, ax = plt.subplots(figsize=(11, 0.28 * len(features) + 1.5))
+        logp = -np.log10(np.clip(drift[features].to_numpy(dtype=float).T, 1e-12, 1))
+        image = ax.imshow(logp, aspect="auto", cmap="magma_r", vmin=0, vmax=12)
+        ax.set_yticks(range(len(features)), features, fontsize=7)
+        ax.set_xticks(range(len(drift)), drift["window_start"].dt.strftime("%m-%d"), rotation=90, fontsize=7)
+        fig.colorbar(image, ax=ax, label="-log10 K-S p-value")
+        ax.set_title("Drift: K-S p-value per feature and window against the model's training reference")
+        out["drift"] = _png(fig)
+
+    frame = frames["frame"].set_index("event_timestamp")
+    frame = frame.reindex(pd.date_range(frame.index.min(), frame.index.max(), freq="h"))  # gaps break the lines
+    fig, ax = plt.subplots(figsize=(11, 3.2))
+    ax.plot(frame.index, frame["target_kw"], color="black", lw=0.8, label="actual")
+    ax.plot(frame.index, frame["forecast_kw"], color="tab:blue", lw=0.8, label="forecast")
+    ax.set_ylabel("mean kW in the hour")
+    ax.set_title("Forecast vs actual (next hour)")
+    ax.legend(loc="upper right")
+    out["forecast"] = _png(fig)
+
+    for name, title, xlabel in (("by_week", "MAE by week", "week starting"),
+                                ("by_hour", "MAE by hour of day", "hour of day")):
+        table = frames[name]
+        fig, ax = plt.subplots(figsize=(11, 3))
+        for column in table.columns:
+            ax.plot([str(i) for i in table.index], table[column], marker="o", lw=2 if column == "model" else 1,
+                    label=column)
+        ax.set_ylabel("MAE (kW)")
+        ax.set_xlabel(xlabel)
+        ax.set_title(f"{title}: model vs baselines on the same hours")
+        ax.legend(ncol=4, fontsize=8)
+        out[name] = _png(fig)
+    return out
+
+
+def render_html(report: dict[str, Any], images: dict[str, str]) -> str:
+    """One self-contained page; every number shown carries its JSON key in ``data-key``."""
+    def num(key: str, value: float, fmt: str = "{:,.3f}") -> str:
+        return f'<td data-key="{html.escape(key)}" data-value="{value!r}">{fmt.format(value)}</td>'
+
+    q, d, p = report["data_quality"], report["drift"], report["performance"]
+    img = lambda name: (f'<img alt="{name}" src="data:image/png;base64,{images[name]}">'  # noqa: E731
+                        if name in images else "<p>(no drift detector saved with this model)</p>")
+    counts = "".join(f"<tr><th>{k}</th>{num('data_quality.' + k, q[k], '{:,}')}</tr>"
+                     for k in ("rows_read", "rows_valid", "rows_missing", "rows_quarantined", "hours", "hours_complete")
+                     if k in q)
+    reasons = "".join(f"<tr><th>{html.escape(r)}</th><td>{n:,}</td></tr>"
+                      for r, n in q.get("quarantine_reasons", {}).items()) or "<tr><td>none</td></tr>"
+    gaps = "".join(f"<li>{g['start']} .. {g['end']} ({g['hours']} h)</li>" for g in q["gaps"]) or "<li>none</li>"
+    drifted = "".join(f"<li>{w}: {', '.join(f)}</li>" for w, f in d["drifted_features_by_window"].items()) \
+        or "<li>no window drifted</li>"
+    maes = "".join(f"<tr><th>{name}</th>{num(f'performance.{key}', p[key])}</tr>"
+                   for name, key in [("model " + p["model_version"], "mae_kw"),
+                                     *((b, f"{b}_mae_kw") for b in BASELINES)])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Smart Energy monitoring report</title>
+<style>body{{font-family:sans-serif;max-width:1150px;margin:1em auto}}td,th{{padding:2px 10px;text-align:right}}
+th{{text-align:left}}img{{max-width:100%}}</style></head><body>
+<h1>Smart Energy monitoring report</h1>
+<p>Data: {html.escape(str(q['source']))}. Model: {html.escape(p['model_version'])}.</p>
+<h2>Data quality</h2><table>{counts}</table>
+<h3>Quarantined rows by reason</h3><table>{reasons}</table>
+<h3>Gaps of 24 h or more</h3><ul>{gaps}</ul>{img('quality')}
+<h2>Drift</h2>
+<p>K-S test per feature and {d['window']} (p &lt; {d['p_value']}, Bonferroni-corrected):
+<span data-key="drift.windows_drifted" data-value="{d['windows_drifted']}">{d['windows_drifted']}</span> of
+<span data-key="drift.windows" data-value="{d['windows']}">{d['windows']}</span> windows drifted.</p>
+<ul>{drifted}</ul>{img('drift')}
+<h2>Model performance</h2>
+<p><span data-key="performance.hours_scored" data-value="{p['hours_scored']}">{p['hours_scored']:,}</span>
+hours scored, model and baselines on the same hours.</p>
+<table><tr><th>forecast</th><th>MAE kW</th></tr>{maes}</table>
+{img('forecast')}{img('by_week')}{img('by_hour')}
+<script>/* for readers and tests: each plot says whether it decoded */
+for (const i of document.images) i.dataset.width = i.complete ? i.naturalWidth : -1;</script>
+</body></html>
+"""
+
+
+def write_report(report: dict[str, Any], images: dict[str, str], out: str | Path) -> dict[str, Path]:
+    """``report.html`` and ``report.json`` in ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.html").write_text(render_html(report, images))
+    return {"html": out / "report.html", "json": out / "report.json"}
