@@ -82,6 +82,19 @@ def score_frame(frame: pd.DataFrame, predicted: np.ndarray) -> dict[str, Any]:
     return {"hours_scored": int(len(frame)), **scores(actual, predicted), "baselines": baselines}
 
 
+def last_weeks_split(data: pd.DataFrame, history: pd.DataFrame | None,
+                     last_weeks: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """With ``last_weeks``, the data's last weeks, and the hours before them added to the history."""
+    if not last_weeks:
+        return data, history
+    from smart_energy.components.train import holdout_start
+
+    start = holdout_start(data, last_weeks)
+    earlier = data[data["timestamp"] < start]
+    history = earlier if history is None else pd.concat([history, earlier], ignore_index=True)
+    return data[data["timestamp"] >= start], history
+
+
 def evaluate(model_dir: str | Path, data: str | Path, history: str | Path | None = None,
              last_weeks: int = 0, settings: Settings | None = None) -> dict[str, Any]:
     """Evaluate a model directory on ``data`` (raw file or ingest dir), lags from ``history`` when given.
@@ -90,15 +103,8 @@ def evaluate(model_dir: str | Path, data: str | Path, history: str | Path | None
     (the hours ``train --holdout-weeks`` left out).
     """
     booster, metadata = load_booster(model_dir)
-    data_hourly = load_hourly(data)
-    history_hourly = load_hourly(history) if history else None
-    if last_weeks:
-        from smart_energy.components.train import holdout_start
-
-        start = holdout_start(data_hourly, last_weeks)
-        earlier = data_hourly[data_hourly["timestamp"] < start]
-        history_hourly = earlier if history_hourly is None else pd.concat([history_hourly, earlier], ignore_index=True)
-        data_hourly = data_hourly[data_hourly["timestamp"] >= start]
+    data_hourly, history_hourly = last_weeks_split(load_hourly(data), load_hourly(history) if history else None,
+                                                   last_weeks)
     frame, skipped = scoring_frame(data_hourly, history_hourly, settings)
     result = score_frame(frame, predict(booster, frame, metadata["features"]))
     result["hours_skipped"] = skipped

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smart_energy.components.evaluate import BASELINES, predict, scoring_frame
+from smart_energy.components.evaluate import BASELINES, last_weeks_split, predict, scoring_frame
 from smart_energy.components.features import find_gaps
 from smart_energy.components.ingest import ingest_file, load_hourly
 from smart_energy.components.registry import load_booster, load_drift_detector
@@ -64,18 +64,11 @@ def build_report(data: str | Path, model_dir: str | Path, history: str | Path | 
     With ``last_weeks``, only the data's last weeks are monitored and the hours before are history (as
     ``evaluate --last-weeks``); data quality is the whole file's.
     """
-    from smart_energy.components.train import holdout_start
-
     settings = settings or get_settings()
     booster, metadata = load_booster(model_dir)
     detector = load_drift_detector(model_dir)
     quality, hourly = _quality(data)
-    history_hourly = load_hourly(history) if history else None
-    if last_weeks:
-        start = holdout_start(hourly, last_weeks)
-        earlier = hourly[hourly["timestamp"] < start]
-        history_hourly = earlier if history_hourly is None else pd.concat([history_hourly, earlier], ignore_index=True)
-        hourly = hourly[hourly["timestamp"] >= start]
+    hourly, history_hourly = last_weeks_split(hourly, load_hourly(history) if history else None, last_weeks)
     per_day = hourly.assign(day=hourly["timestamp"].dt.floor("D")).groupby("day")["is_complete"].sum()
     quality |= {"hours": int(len(hourly)), "hours_complete": int(hourly["is_complete"].sum()),
                 "gaps": find_gaps(hourly), "complete_hours_per_day": {str(d.date()): int(n) for d, n in per_day.items()}}
