@@ -90,11 +90,6 @@ def copy_feature_repo(dest: str | Path) -> Path:
     return dest
 
 
-def feature_source_path(settings: Settings) -> str:
-    """Where the FileSource parquet lives (an absolute local path, or an s3:// URI)."""
-    return settings.feature_source_path
-
-
 def definitions(settings: Settings) -> list:
     """The Feast objects declared in ``feature_repo/feature_definitions.py``."""
     from feast import Entity, FeatureService, FeatureView, PushSource
@@ -151,7 +146,7 @@ def publish(hourly: pd.DataFrame, store, settings: Settings, materialize: bool =
     ``materialize_incremental``, which backfills only one TTL before *now*.
     """
     features = build_feature_frame(hourly)
-    path = feature_source_path(settings)
+    path = settings.feature_source_path
     if "://" in path:
         from smart_energy.components.storage import open_store
 

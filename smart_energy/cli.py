@@ -50,7 +50,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
         print(json.dumps({"rows": len(features), "meters": int(features["meter_id"].nunique()),
                           "first": str(features["event_timestamp"].min()),
                           "last": str(features["event_timestamp"].max()),
-                          "source": fs.feature_source_path(settings)}))
+                          "source": settings.feature_source_path}))
     elif args.action == "push":
         if not args.data:
             raise SmartEnergyError("features push needs --data (the newest readings with a week of history)")

@@ -33,7 +33,15 @@ def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 def installed(tmp_path_factory):
     """A venv with the lock and the freshly built wheel, and an environment that knows nothing of the checkout."""
     root = tmp_path_factory.mktemp("wheel")
-    _run([*_uv(), "build", "--wheel", "--out-dir", str(root / "dist"), str(REPO)])
+    # built from a copy of the tracked sources: setuptools' build/ cache must neither land in the checkout
+    # nor carry stale modules into the wheel
+    source = root / "source"
+    tracked = _run(["git", "ls-files", "-z"], cwd=REPO).stdout.split("\0")
+    for name in filter(None, tracked):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
+    _run([*_uv(), "build", "--wheel", "--out-dir", str(root / "dist"), str(source)])
     wheels = list((root / "dist").glob("smart_energy-*.whl"))
     assert len(wheels) == 1
     venv = root / "venv"
