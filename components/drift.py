@@ -54,6 +54,16 @@ def ks_detector(reference: np.ndarray, p_value: float):
     return alibi().cd.KSDrift(np.asarray(reference, dtype=np.float32), p_val=p_value)
 
 
+def verdict(p_values: np.ndarray, threshold: float, share: float) -> tuple[list[bool], bool]:
+    """Which features drifted (p below the detector's Bonferroni-corrected threshold) and whether the data did.
+
+    The data drifted when at least ``share`` of the features did, as Evidently's dataset-drift rule: one
+    feature below the threshold (Alibi Detect's own ``is_drift``) fires on ordinary weeks of one household.
+    """
+    drifted = [bool(p < threshold) for p in np.atleast_1d(p_values)]
+    return drifted, bool(drifted) and sum(drifted) >= share * len(drifted)
+
+
 def save(detector, path: str | Path) -> None:
     """Write ``detector`` in Alibi Detect's own format (a directory)."""
     alibi().saving.save_detector(detector, str(path))

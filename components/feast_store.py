@@ -191,8 +191,8 @@ def online_features(store, meter_ids: list[str]) -> pd.DataFrame:
     return rows[["meter_id", *FEATURES]]
 
 
-def push(store, hourly: pd.DataFrame) -> pd.DataFrame:
-    """Push the newest feature row of each meter in ``hourly``: online, and offline for a local source.
+def push(store, hourly: pd.DataFrame, offline: bool = True) -> pd.DataFrame:
+    """Push the newest feature row of each meter in ``hourly``: online, and (``offline``) offline for a local source.
 
     Feast 0.47 cannot append to an ``s3://`` FileSource (its offline write joins the URI onto the repo
     path); there the offline parquet is rebuilt by the next `features build` / pipeline run instead.
@@ -202,5 +202,5 @@ def push(store, hourly: pd.DataFrame) -> pd.DataFrame:
     features = build_feature_frame(hourly)
     latest = features.sort_values("event_timestamp").groupby("meter_id").tail(1).reset_index(drop=True)
     remote = "://" in store.get_data_source("hourly_usage_source").path
-    store.push(PUSH_SOURCE, latest, to=PushMode.ONLINE if remote else PushMode.ONLINE_AND_OFFLINE)
+    store.push(PUSH_SOURCE, latest, to=PushMode.ONLINE if remote or not offline else PushMode.ONLINE_AND_OFFLINE)
     return latest

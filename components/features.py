@@ -26,6 +26,11 @@ ROLLING_FEATURES = [f"usage_{stat}_{w}h" for w in WINDOWS for stat in ("mean", "
 SHARE_FEATURES = [f"{s}_share_24h" for s in SUB_METERS] + ["unmetered_share_24h"]
 CALENDAR_FEATURES = ["hour_of_day", "day_of_week", "month", "is_weekend", "is_holiday"]
 FEATURES = LAG_FEATURES + ROLLING_FEATURES + SHARE_FEATURES + CALENDAR_FEATURES
+# What the drift detector watches: the features that change hour by hour. The K-S test assumes independent
+# rows; a week of a 24 h or 168 h window (or a 24 h share) is a handful of independent values repeated, which
+# it flags as drift on in-distribution data, and the calendar columns drift because time passes.
+DRIFT_FEATURES = [f"usage_lag_{k}h" for k in LAGS] + ["usage_last_15min", "sub_metering_3_lag_1h", "reactive_lag_1h",
+                                                      "usage_mean_3h", "usage_std_3h"]
 HOLIDAY_COUNTRY = "FR"  # the UCI household is near Paris
 LONG_GAP_HOURS = 24  # gaps this long are listed in train/evaluate/backtest output
 

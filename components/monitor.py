@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smart_energy.components.drift import verdict
 from smart_energy.components.evaluate import BASELINES, last_weeks_split, predict, scoring_frame
 from smart_energy.components.features import find_gaps
 from smart_energy.components.ingest import ingest_file, load_hourly
@@ -43,8 +44,9 @@ def week_start(ts: pd.Series) -> pd.Series:
     return ts.dt.floor("D") - pd.to_timedelta(ts.dt.dayofweek, unit="D")
 
 
-def drift_by_window(frame: pd.DataFrame, detector, features: list[str], freq: str) -> pd.DataFrame:
-    """K-S p-value per feature and window (rows: windows; columns: features), plus ``rows`` and ``drift``."""
+def drift_by_window(frame: pd.DataFrame, detector, features: list[str], freq: str, share: float) -> pd.DataFrame:
+    """K-S p-value per watched feature and window (rows: windows; columns: features), plus ``rows`` and ``drift``
+    (at least ``share`` of the features below the detector's corrected threshold)."""
     rows = []
     ts = frame["event_timestamp"]
     for start, part in frame.groupby(ts.dt.floor("D") if freq == "D" else week_start(ts)):
@@ -52,8 +54,10 @@ def drift_by_window(frame: pd.DataFrame, detector, features: list[str], freq: st
         if len(complete) < MIN_WINDOW_ROWS:
             continue
         result = detector.predict(complete.to_numpy(dtype=np.float32))["data"]
-        rows.append({"window_start": pd.Timestamp(start), "rows": len(complete), "drift": int(result["is_drift"]),
-                     **dict(zip(features, np.asarray(result["p_val"], dtype=float)))})
+        p_values = np.asarray(result["p_val"], dtype=float)
+        flags, is_drift = verdict(p_values, float(result["threshold"]), share)
+        rows.append({"window_start": pd.Timestamp(start), "rows": len(complete), "drift": int(is_drift),
+                     "threshold": float(result["threshold"]), **dict(zip(features, p_values))})
     return pd.DataFrame(rows)
 
 
@@ -75,11 +79,13 @@ def build_report(data: str | Path, model_dir: str | Path, history: str | Path | 
 
     frame, skipped = scoring_frame(hourly, history_hourly, settings)
     features = metadata["features"]
+    watched = (metadata.get("drift") or {}).get("features") or features  # older models watched every feature
     frame = frame.assign(forecast_kw=predict(booster, frame, features))
     span_days = (frame["event_timestamp"].max() - frame["event_timestamp"].min()).days
     freq = "D" if span_days <= 21 else "W"
-    drift = drift_by_window(frame, detector, features, freq) if detector is not None else pd.DataFrame()
-    drifted = {str(r["window_start"].date()): [f for f in features if r[f] < settings.drift_p_value / len(features)]
+    drift = (drift_by_window(frame, detector, watched, freq, settings.drift_share) if detector is not None
+             else pd.DataFrame())
+    drifted = {str(r["window_start"].date()): [f for f in watched if r[f] < r["threshold"]]
                for _, r in drift.iterrows() if r["drift"]}
 
     err = (frame["forecast_kw"] - frame["target_kw"]).abs()
@@ -100,17 +106,18 @@ def build_report(data: str | Path, model_dir: str | Path, history: str | Path | 
     report = {
         "data_quality": quality,
         "drift": {"window": "day" if freq == "D" else "week", "p_value": settings.drift_p_value,
+                  "share": settings.drift_share, "features": watched,
                   "windows": int(len(drift)), "windows_drifted": int(drift["drift"].sum()) if len(drift) else 0,
                   "drifted_features_by_window": drifted,
                   "p_values": [{"window_start": str(r["window_start"].date()), "rows": int(r["rows"]),
-                                "drift": bool(r["drift"]), **{f: float(r[f]) for f in features}}
+                                "drift": bool(r["drift"]), **{f: float(r[f]) for f in watched}}
                                for _, r in drift.iterrows()]},
         "performance": performance,
     }
     return report, {"frame": frame, "drift": drift, "per_day": per_day, "by_week": by_week, "by_hour": by_hour}
 
 
-def _png(fig) -> str:
+def png_base64(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -133,7 +140,7 @@ def plots(frames: dict[str, pd.DataFrame], features: list[str]) -> dict[str, str
     ax.axhline(24, color="black", lw=0.6, ls=":")
     ax.set_ylabel("complete hours")
     ax.set_title("Data quality: complete hours per day (24 = no reading missing)")
-    out["quality"] = _png(fig)
+    out["quality"] = png_base64(fig)
 
     drift = frames["drift"]
     if len(drift):
@@ -144,7 +151,7 @@ def plots(frames: dict[str, pd.DataFrame], features: list[str]) -> dict[str, str
         ax.set_xticks(range(len(drift)), drift["window_start"].dt.strftime("%m-%d"), rotation=90, fontsize=7)
         fig.colorbar(image, ax=ax, label="-log10 K-S p-value")
         ax.set_title("Drift: K-S p-value per feature and window against the model's training reference")
-        out["drift"] = _png(fig)
+        out["drift"] = png_base64(fig)
 
     frame = frames["frame"].set_index("event_timestamp")
     frame = frame.reindex(pd.date_range(frame.index.min(), frame.index.max(), freq="h"))  # gaps break the lines
@@ -154,7 +161,7 @@ def plots(frames: dict[str, pd.DataFrame], features: list[str]) -> dict[str, str
     ax.set_ylabel("mean kW in the hour")
     ax.set_title("Forecast vs actual (next hour)")
     ax.legend(loc="upper right")
-    out["forecast"] = _png(fig)
+    out["forecast"] = png_base64(fig)
 
     for name, title, xlabel in (("by_week", "MAE by week", "week starting"),
                                 ("by_hour", "MAE by hour of day", "hour of day")):
@@ -167,7 +174,7 @@ def plots(frames: dict[str, pd.DataFrame], features: list[str]) -> dict[str, str
         ax.set_xlabel(xlabel)
         ax.set_title(f"{title}: model vs baselines on the same hours")
         ax.legend(ncol=4, fontsize=8)
-        out[name] = _png(fig)
+        out[name] = png_base64(fig)
     return out
 
 
@@ -200,7 +207,8 @@ th{{text-align:left}}img{{max-width:100%}}</style></head><body>
 <h3>Quarantined rows by reason</h3><table>{reasons}</table>
 <h3>Gaps of 24 h or more</h3><ul>{gaps}</ul>{img('quality')}
 <h2>Drift</h2>
-<p>K-S test per feature and {d['window']} (p &lt; {d['p_value']}, Bonferroni-corrected):
+<p>K-S test per watched feature and {d['window']} (p &lt; {d['p_value']}, Bonferroni-corrected); a window
+drifted when at least {d['share']:.0%} of the {len(d['features'])} features did:
 <span data-key="drift.windows_drifted" data-value="{d['windows_drifted']}">{d['windows_drifted']}</span> of
 <span data-key="drift.windows" data-value="{d['windows']}">{d['windows']}</span> windows drifted.</p>
 <ul>{drifted}</ul>{img('drift')}

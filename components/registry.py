@@ -8,7 +8,8 @@ A model directory (what ``train --model-dir`` writes, what the predictor loads) 
 - ``drift/``          the Alibi Detect drift detector fitted on the training window (optional)
 
 In the store a version lives at ``models/<name>/<version>/...``; ``models/<name>/production.json``
-and ``models/<name>/candidate.json`` point at versions and are replaced atomically.
+and ``models/<name>/candidate.json`` point at versions (with the previous one and the reason) and are
+replaced atomically; ``models/<name>/events/`` keeps every move, oldest first, with its reason.
 """
 
 from __future__ import annotations
@@ -109,13 +110,24 @@ def register(store: ArtifactStore, model_dir: str | Path, stage: str | None = "c
     return version
 
 
-def set_stage(store: ArtifactStore, name: str, stage: str, version: str) -> None:
-    """Point ``stage`` (production or candidate) at ``version``; one atomic write."""
+def set_stage(store: ArtifactStore, name: str, stage: str, version: str, reason: str | None = None) -> None:
+    """Point ``stage`` (production or candidate) at ``version``; one atomic write, and an event saying why."""
     if stage not in STAGES:
         raise SmartEnergyError(f"unknown stage {stage!r}; expected one of {STAGES}")
     if not store.exists(f"models/{name}/{version}/{METADATA_FILE}"):
         raise ArtifactNotFound(f"model {name} has no version {version!r}")
-    store.put_bytes(f"models/{name}/{stage}.json", json.dumps({"version": version}).encode())
+    previous = stage_version(store, name, stage)
+    pointer = {"version": version, "previous": previous, "reason": reason, "at": _now()}
+    store.put_bytes(f"models/{name}/{stage}.json", json.dumps(pointer).encode())
+    record_event(store, name, {"action": f"set-{stage}", "version": version, "previous": previous, "reason": reason})
+
+
+def clear_stage(store: ArtifactStore, name: str, stage: str, reason: str) -> None:
+    """Point ``stage`` at nothing (a candidate rolled back or promoted), keeping who it was and why."""
+    previous = stage_version(store, name, stage)
+    store.put_bytes(f"models/{name}/{stage}.json",
+                    json.dumps({"version": None, "previous": previous, "reason": reason, "at": _now()}).encode())
+    record_event(store, name, {"action": f"clear-{stage}", "version": previous, "reason": reason})
 
 
 def stage_version(store: ArtifactStore, name: str, stage: str) -> str | None:
@@ -124,6 +136,27 @@ def stage_version(store: ArtifactStore, name: str, stage: str) -> str | None:
         return json.loads(store.get_bytes(f"models/{name}/{stage}.json"))["version"]
     except ArtifactNotFound:
         return None
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def record_event(store: ArtifactStore, name: str, event: dict[str, Any]) -> str:
+    """Append one event (what moved, and why) to the model's history: ``models/<name>/events/<time>.json``."""
+    event = {"at": _now(), **event}
+    stamp = event["at"].replace(":", "").replace("-", "").replace("+0000", "Z")
+    seq = len(store.list(f"models/{name}/events"))
+    key = f"models/{name}/events/{stamp}-{seq:06d}.json"
+    store.put_bytes(key, json.dumps(event, default=str).encode())
+    return key
+
+
+def events(store: ArtifactStore, name: str) -> list[dict[str, Any]]:
+    """The model's history, oldest first."""
+    return [json.loads(store.get_bytes(k)) for k in sorted(store.list(f"models/{name}/events"))]
 
 
 def serving_uri(artifact_uri: str, name: str, version: str) -> str:

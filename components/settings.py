@@ -58,6 +58,9 @@ ENV: dict[str, str] = {
     "max_mae_ratio": "SE_MAX_MAE_RATIO",
     "drift_window": "SE_DRIFT_WINDOW",
     "drift_p_value": "SE_DRIFT_P_VALUE",
+    "drift_share": "SE_DRIFT_SHARE",
+    "retrain_mae_ratio": "SE_RETRAIN_MAE_RATIO",
+    "retrain_cooldown_hours": "SE_RETRAIN_COOLDOWN_HOURS",
     "model_repository_routes": "SE_MODEL_REPOSITORY_ROUTES",
 }
 
@@ -98,6 +101,11 @@ class Settings:
     max_mae_ratio: float = 1.05
     drift_window: int = 168
     drift_p_value: float = 0.05
+    drift_share: float = 0.5  # data drift: at least this share of the watched features drifted
+    # the closed loop retrains on data drift, or when the served MAE over the last drift_window scored hours
+    # reaches this multiple of persistence's on the same hours; at most once per cooldown
+    retrain_mae_ratio: float = 1.0
+    retrain_cooldown_hours: int = 72
     # KServe's /v2/repository/models/<name>/load|unload routes: unauthenticated, so off unless an operator asks
     model_repository_routes: bool = False
 

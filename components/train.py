@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from smart_energy.components.features import FEATURES, check_history, find_gaps, labels, window_start
+from smart_energy.components.features import DRIFT_FEATURES, FEATURES, check_history, find_gaps, labels, window_start
 from smart_energy.components.ingest import load_hourly
 from smart_energy.components.registry import write_model_dir
 from smart_energy.components.settings import Settings, get_settings
@@ -37,7 +37,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
 MAX_ROUNDS = 1000
 EARLY_STOPPING = 50
 VALID_FRACTION = 0.15
-DRIFT_REFERENCE_ROWS = 2000
+DRIFT_REFERENCE_ROWS = 672  # the training window's last four weeks: drift is a departure from the recent past
 
 
 def time_split(frame: pd.DataFrame, valid_fraction: float = VALID_FRACTION) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -93,10 +93,10 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, trials: int) -> tuple[dict[st
 
 
 def fit_drift_detector(frame: pd.DataFrame, settings: Settings):
-    """Alibi Detect's Kolmogorov-Smirnov detector on the training window's complete feature rows."""
+    """Alibi Detect's Kolmogorov-Smirnov detector on the training window's last complete rows of ``DRIFT_FEATURES``."""
     from smart_energy.components.drift import ks_detector
 
-    return ks_detector(frame[FEATURES].dropna().tail(DRIFT_REFERENCE_ROWS).to_numpy(), settings.drift_p_value)
+    return ks_detector(frame[DRIFT_FEATURES].dropna().tail(DRIFT_REFERENCE_ROWS).to_numpy(), settings.drift_p_value)
 
 
 def training_frame(hourly: pd.DataFrame, settings: Settings, until: pd.Timestamp | None = None,
@@ -166,6 +166,8 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
         "target": "global_active_power_kw of the next hour (mean kW)",
         "horizon_hours": 1,
         "features": FEATURES,
+        "drift": {"features": DRIFT_FEATURES, "p_value": settings.drift_p_value, "share": settings.drift_share,
+                  "reference_rows": int(min(len(frame[DRIFT_FEATURES].dropna()), DRIFT_REFERENCE_ROWS))},
         "feature_service": "forecast_features_v1",
         "meters": sorted(frame["meter_id"].unique().tolist()),
         "training_window": {"start": str(frame["event_timestamp"].min()), "end": str(frame["event_timestamp"].max()),

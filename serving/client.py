@@ -48,6 +48,15 @@ class LocalServers:
                 signal.signal(sig, handler)
 
 
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """SIGTERM the process group started for ``proc``, SIGKILL after ``timeout``."""
     if proc.poll() is not None:

@@ -10,6 +10,8 @@ from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
+from smart_energy.components.drift import verdict
+
 DRIFT_MIN_ROWS = 24  # KS on fewer complete rows says nothing
 DRIFT_CHECK_SECONDS = 5.0  # a 168-row window changes slowly; each check holds the GIL for a few ms
 
@@ -71,9 +73,14 @@ class DriftMonitor:
 
     def __init__(self, detector: Any, features: Sequence[str], window: int,
                  min_rows: int = DRIFT_MIN_ROWS, interval: float = DRIFT_CHECK_SECONDS,
-                 on_result: Callable[[dict[str, float], dict[str, bool]], None] | None = None):
+                 on_result: Callable[[dict[str, float], dict[str, bool]], None] | None = None,
+                 watched: Sequence[str] | None = None, share: float = 0.5):
         self.detector = detector
-        self.features = list(features)
+        # rows come in model order (``features``); the detector watches ``watched`` (all of them for a model
+        # saved before the model's metadata named its drift features)
+        self.features = list(watched or features)
+        self._columns = [list(features).index(f) for f in self.features]
+        self.share = share
         self.min_rows = min(min_rows, window)
         self.interval = interval
         self.on_result = on_result
@@ -122,7 +129,7 @@ class DriftMonitor:
             if self._new_rows == 0 or self.detector is None:
                 return self._status
             self._new_rows = 0
-            window = np.array(list(self._rows.values()), dtype=np.float32)
+            window = np.array(list(self._rows.values()), dtype=np.float32)[:, self._columns]
         complete = window[~np.isnan(window).any(axis=1)]
         if len(complete) < self.min_rows:
             self._status = {"status": "warming_up", "drifted_features": [], "window_rows": int(len(complete)),
@@ -130,10 +137,10 @@ class DriftMonitor:
             return self._status
         result = self.detector.predict(complete, return_p_val=True)["data"]
         p_values = np.atleast_1d(result["p_val"])
-        threshold = float(result["threshold"])
+        flags, is_drift = verdict(p_values, float(result["threshold"]), self.share)
         p_by_feature = {f: float(p) for f, p in zip(self.features, p_values)}
-        drifted = {f: p < threshold for f, p in p_by_feature.items()}
-        self._status = {"status": "drift" if result["is_drift"] else "no_drift",
+        drifted = dict(zip(self.features, flags))
+        self._status = {"status": "drift" if is_drift else "no_drift",
                         "drifted_features": [f for f, d in drifted.items() if d],
                         "window_rows": int(len(complete)),
                         "checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}

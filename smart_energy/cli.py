@@ -116,8 +116,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
         version = registry.stage_version(store, name, "candidate") if args.version == "candidate" else args.version
         if not version:
             raise SmartEnergyError(f"model {name} has no candidate version to promote")
-        registry.set_stage(store, name, "production", version)
+        registry.set_stage(store, name, "production", version, reason=args.reason or "promoted by hand")
         print(json.dumps({"name": name, "production": version}))
+    elif args.action == "history":
+        for event in registry.events(store, name):
+            print(json.dumps(event))
     else:
         stages = {s: registry.stage_version(store, name, s) for s in registry.STAGES}
         print(json.dumps({"name": name, "store": store.uri, "versions": registry.list_versions(store, name),
@@ -135,7 +138,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="se-monitor-") as tmp:
         model_dir = resolve_model_dir(args.model_dir, Path(tmp) / "model", settings)
         report, frames = build_report(args.data, model_dir, args.history, args.last_weeks, settings)
-    paths = write_report(report, plots(frames, report_features(report)), args.out)
+    paths = write_report(report, plots(frames, report["drift"]["features"]), args.out)
     print(json.dumps({"html": str(paths["html"]), "json": str(paths["json"]),
                       "windows_drifted": report["drift"]["windows_drifted"],
                       "mae_kw": report["performance"]["mae_kw"],
@@ -143,10 +146,44 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_features(report: dict) -> list[str]:
-    """The features named in the report's drift table (the model's, in its order)."""
-    rows = report["drift"]["p_values"]
-    return [k for k in rows[0] if k not in ("window_start", "rows", "drift")] if rows else []
+def _cmd_loop(args: argparse.Namespace) -> int:
+    from smart_energy.loop import Loop, pipeline_retrain
+
+    settings = get_settings()
+    for path in (args.history, args.data):
+        if not path.is_file():
+            raise SmartEnergyError(f"{path}: no such file")
+    loop = Loop(args.history, args.data, args.out, settings, pipeline_retrain(args.holdout_days),
+                canary_hold_hours=args.canary_hold_hours, max_hours=args.hours, metrics_port=args.metrics_port)
+    summary = loop.run()
+    shown = {k: v for k, v in summary.items() if k not in ("events", "transformer_metrics", "data_quality")}
+    print(json.dumps(shown, indent=2, default=str))
+    return 0
+
+
+def _add_loop_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("loop", help="replay readings hour by hour through the servers: drift/error -> retrain -> "
+                       "canary -> promote or roll back (JSON summary, timeline)",
+                       description="Replay --data hour by hour after --history, in accelerated time, through the "
+                       "real parts: each hour's feature row is pushed to Feast's online store and the forecast asked "
+                       "of a local transformer -> predictor. Data drift (SE_DRIFT_SHARE of the watched features) or "
+                       "served MAE >= SE_RETRAIN_MAE_RATIO x persistence runs the training pipeline on the readings "
+                       "seen so far (at most once per SE_RETRAIN_COOLDOWN_HOURS); a candidate it registers is "
+                       "canaried beside production through SE_CANARY_STEPS and promoted or rolled back by the "
+                       "rollout controller's rules. Prints a JSON summary; writes forecasts.csv, summary.json and a "
+                       "timeline (PNG, HTML) in --out. Every move is in the registry (`models history`).")
+    p.add_argument("--history", type=Path, required=True, help="raw readings before the replay (the first model "
+                   "is trained on them when the registry has no production model)")
+    p.add_argument("--data", type=Path, required=True, help="raw readings to replay, after --history")
+    p.add_argument("--out", type=Path, default=Path("reports/loop"), help="forecasts.csv, summary.json, timeline")
+    p.add_argument("--hours", type=int, help="replay only the first N hours")
+    p.add_argument("--canary-hold-hours", type=float, default=24,
+                   help="replayed hours per canary step, and the scored hours before MAE is compared "
+                   "(default %(default)s)")
+    p.add_argument("--holdout-days", type=int, default=3,
+                   help="the retraining pipeline's hold-out (default %(default)s days)")
+    p.add_argument("--metrics-port", type=int, help="serve the loop's se_loop_* metrics on 127.0.0.1:PORT/metrics")
+    p.set_defaults(func=_cmd_loop)
 
 
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
@@ -221,14 +258,15 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("reports/monitor"))
     p.set_defaults(func=_cmd_monitor)
 
-    p = sub.add_parser("models", help="model registry in SE_ARTIFACT_URI: list, register, promote",
+    p = sub.add_parser("models", help="model registry in SE_ARTIFACT_URI: list, register, promote, history",
                        description="Versions live at models/<name>/<version>/; production.json and candidate.json "
                        "point at versions (SE_MODEL_NAME names the model). `serve` without --model-dir loads "
-                       "production.")
-    p.add_argument("action", choices=["list", "register", "promote"])
+                       "production. `history` prints every pointer move with its reason (JSON lines, oldest first).")
+    p.add_argument("action", choices=["list", "register", "promote", "history"])
     p.add_argument("--model-dir", type=Path, help="model directory to register")
     p.add_argument("--stage", choices=["candidate", "production"], default="candidate")
     p.add_argument("--version", help="version to promote to production, or 'candidate'")
+    p.add_argument("--reason", help="why (kept in the registry's history)")
     p.set_defaults(func=_cmd_models)
 
 
@@ -240,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_data_commands(sub)
+    _add_loop_command(sub)
     for name in SHELL_MODULES:
         importlib.import_module(name).add_parser(sub)
     return parser

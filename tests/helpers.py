@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 
-from smart_energy.serving.client import stop_process, wait_ready
+from smart_energy.serving.client import free_port, stop_process, wait_ready  # noqa: F401 - free_port is for the tests
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data" / "household_power_consumption_2006-12_2007-02.txt"
 PYTHON = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
@@ -58,5 +51,22 @@ def with_hole(source: Path, dest: Path, holes: list[tuple[str, str]], drop_lines
         raw = raw[~missing]
     else:
         raw.loc[missing, raw.columns[2:]] = "?"
+    raw.to_csv(dest, sep=";", index=False)
+    return dest
+
+
+POWER_COLUMNS = ("Global_active_power", "Global_reactive_power", "Global_intensity", "Sub_metering_1",
+                 "Sub_metering_2", "Sub_metering_3")
+
+
+def with_level_shift(source: Path, dest: Path, start: str, factor: float) -> Path:
+    """``source`` with every power reading from ``start`` on multiplied by ``factor`` (a household that changed)."""
+    import pandas as pd
+
+    raw = pd.read_csv(source, sep=";", dtype=str, keep_default_na=False)
+    stamps = pd.to_datetime(raw["Date"] + " " + raw["Time"], format="%d/%m/%Y %H:%M:%S")
+    rows = (stamps >= pd.Timestamp(start)) & (raw["Global_active_power"] != "?")
+    for column in POWER_COLUMNS:
+        raw.loc[rows, column] = (raw.loc[rows, column].astype(float) * factor).map("{:.3f}".format)
     raw.to_csv(dest, sep=";", index=False)
     return dest

@@ -80,8 +80,9 @@ class EnergyTransformer(Model):
         self.reader = OnlineFeatureReader(open_feature_store(self.settings),
                                           metadata.get("feature_service", FEATURE_SERVICE), self.features)
         self.reader._resolve()  # fail at start-up, not on the first request
+        watched = (metadata.get("drift") or {}).get("features")
         self.drift = DriftMonitor(load_drift_detector(self.model_dir), self.features, self.settings.drift_window,
-                                  on_result=publish_drift)
+                                  on_result=publish_drift, watched=watched, share=self.settings.drift_share)
         self.drift.start()
         self.errors = ForecastErrorTracker(self.features, window=self.settings.drift_window)
         self.ready = True

@@ -17,6 +17,7 @@ UNIT_TESTS = Path(__file__).with_name("alerts_test.yaml")
 EXPECTED_ALERTS = {
     "SmartEnergyDriftDetected", "SmartEnergyForecastWorseThanBaseline", "SmartEnergyHighLatencyP99",
     "SmartEnergyHighErrorRate", "SmartEnergyCanaryWorseThanProduction", "SmartEnergyPipelineStale",
+    "SmartEnergyCanaryRolledBack",
 }
 
 
@@ -28,7 +29,7 @@ def _alerts() -> dict[str, dict]:
 def test_promtool_check_rules():
     out = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 8 rules found" in out.stdout
+    assert "SUCCESS: 9 rules found" in out.stdout
 
 
 def test_promtool_unit_tests_pass():
@@ -59,6 +60,7 @@ def test_thresholds_match_the_rollout_settings():
     assert f"> {defaults.max_p99_latency_seconds}" in alerts["SmartEnergyHighLatencyP99"]["expr"]
     assert f"> {defaults.max_error_rate}" in alerts["SmartEnergyHighErrorRate"]["expr"]
     assert f"{defaults.max_mae_ratio} * min(se_forecast_mae_kw)" in alerts["SmartEnergyCanaryWorseThanProduction"]["expr"]
+    assert f">= {defaults.drift_share} * count(se_drift_detected)" in alerts["SmartEnergyDriftDetected"]["expr"]
 
 
 def _exposed_metric_names() -> set[str]:
@@ -77,9 +79,14 @@ def _exposed_metric_names() -> set[str]:
         if isinstance(collector, MetricWrapperBase):
             for family in collector.describe():
                 names |= {family.name + suffix for suffix in suffixes[family.type]}
-    tree = ast.parse(open(smart_energy.components.pipeline_steps.__file__).read())
-    names |= {call.args[0].value for call in ast.walk(tree) if isinstance(call, ast.Call)
-              and getattr(call.func, "id", None) == "Gauge" and isinstance(call.args[0], ast.Constant)}
+    import smart_energy.loop
+
+    kinds = {"Gauge": "gauge", "Counter": "counter"}
+    for module in (smart_energy.components.pipeline_steps, smart_energy.loop):  # pushed to the Pushgateway
+        tree = ast.parse(open(module.__file__).read())
+        names |= {call.args[0].value + suffix for call in ast.walk(tree) if isinstance(call, ast.Call)
+                  and getattr(call.func, "id", None) in kinds and isinstance(call.args[0], ast.Constant)
+                  for suffix in suffixes[kinds[call.func.id]]}
     return names
 
 

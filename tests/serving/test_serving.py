@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from smart_energy.components.features import FEATURES
+from smart_energy.components.features import DRIFT_FEATURES, FEATURES
 from conftest import booster_predict
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
@@ -131,12 +131,15 @@ def test_metrics_on_the_http_port(served, feature_rows):
     for needle in (f'se_requests_total{{code="200",model_version="{version}",protocol="v1"}}',
                    f'se_request_duration_seconds_bucket{{le="0.005",model_version="{version}"}}',
                    f'se_prediction_kw_count{{model_version="{version}"}}',
-                   'se_drift_p_value{feature="usage_lag_1h"}', 'se_drift_detected{feature="hour_of_day"}',
+                   'se_drift_p_value{feature="usage_lag_1h"}', 'se_drift_detected{feature="reactive_lag_1h"}',
                    "se_feast_lookup_duration_seconds_count", 'se_errors_total{reason="unknown_meter"}',
                    "request_predict_seconds_count"):  # the last is KServe's own
         assert needle in text, needle
     drift = v1(served.url, {"instances": [{"meter_id": METER}]}).json()["drift"]
     # checked (not warming up), and the verdict matches the features it names; whether 40 consecutive hours
     # drift from the training window is test_drift_window's business (exact, with known shifts)
-    assert drift["window_rows"] >= 24 and drift["status"] == ("drift" if drift["drifted_features"] else "no_drift")
+    assert drift["window_rows"] >= 24 and drift["status"] in ("drift", "no_drift")
+    assert set(drift["drifted_features"]) <= set(served.metadata["drift"]["features"])
+    assert drift["status"] == ("drift" if len(drift["drifted_features"]) >= len(DRIFT_FEATURES) / 2 else "no_drift")
+    assert "se_drift_p_value{feature=\"hour_of_day\"}" not in text
     assert "request_predict_seconds_count" in requests.get(f"{served.predictor_url}/metrics", timeout=5).text
