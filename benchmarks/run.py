@@ -49,7 +49,7 @@ def bench_cli_startup() -> None:
     import time
 
     exe = str(Path(sys.executable).with_name("smart-energy"))
-    commands = ["", "ingest", "features", "train", "evaluate", "backtest", "models", "pipeline", "serve", "rollout"]
+    commands = ["", "ingest", "features", "train", "evaluate", "backtest", "models", "pipeline", "serve", "rollout", "loop"]
     best = {}
     for command in commands:
         runs = []

@@ -13,10 +13,10 @@ from helpers import REPO
 # package folder -> module prefixes its files must never import
 FORBIDDEN = {
     "components": ("smart_energy.serving", "smart_energy.pipelines", "smart_energy.cli", "smart_energy.demo",
-                   "kfp", "kserve", "fastapi", "kubernetes"),
+                   "smart_energy.loop", "kfp", "kserve", "fastapi", "kubernetes"),
     "feature_repo": ("smart_energy.serving", "smart_energy.pipelines", "smart_energy.cli", "kfp", "kserve"),
-    "pipelines": ("smart_energy.serving", "smart_energy.cli", "smart_energy.demo", "kserve"),
-    "serving": ("smart_energy.pipelines", "smart_energy.cli", "smart_energy.demo", "kfp"),
+    "pipelines": ("smart_energy.serving", "smart_energy.cli", "smart_energy.demo", "smart_energy.loop", "kserve"),
+    "serving": ("smart_energy.pipelines", "smart_energy.cli", "smart_energy.demo", "smart_energy.loop", "kfp"),
 }
 
 

@@ -9,7 +9,8 @@ import pytest
 import xgboost as xgb
 
 from smart_energy.components.registry import (
-    ModelIntegrityError, download, list_versions, load_booster, register, set_stage, stage_version, write_model_dir,
+    ModelIntegrityError, clear_stage, download, events, list_versions, load_booster, register, set_stage, stage_version,
+    write_model_dir,
 )
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.storage import ArtifactNotFound, open_store
@@ -35,7 +36,17 @@ def test_register_promote_download(tmp_path):
     got = download(store, "energy-forecaster", "production", tmp_path / "dl")
     booster, meta = load_booster(got)
     assert meta["version"] == "v1" and meta["features"] == ["a", "b", "c"]
-    assert json.loads(store.get_bytes("models/energy-forecaster/production.json")) == {"version": "v1"}
+    pointer = json.loads(store.get_bytes("models/energy-forecaster/production.json"))
+    assert pointer["version"] == "v1" and pointer["previous"] is None
+    set_stage(store, "energy-forecaster", "production", "v2", reason="better on the hold-out")
+    pointer = json.loads(store.get_bytes("models/energy-forecaster/production.json"))
+    assert (pointer["version"], pointer["previous"], pointer["reason"]) == ("v2", "v1", "better on the hold-out")
+    clear_stage(store, "energy-forecaster", "candidate", "promoted")
+    assert stage_version(store, "energy-forecaster", "candidate") is None
+    moves = [(e["action"], e["version"]) for e in events(store, "energy-forecaster")]
+    assert moves == [("set-candidate", "v1"), ("set-candidate", "v2"), ("set-production", "v1"),
+                     ("set-production", "v2"), ("clear-candidate", "v2")]
+    assert list_versions(store, "energy-forecaster") == ["v1", "v2"]  # the history is not a version
 
 
 def test_unknown_version_and_stage_are_clear_errors(tmp_path):
