@@ -46,6 +46,10 @@ bench: install system-deps
 
 backtest: install
 	$(SE) backtest --data $(DATA) --out reports/backtest
+	@# day ahead: train without the last four weeks, score every origin hour of them (P10/P50/P90 vs baselines)
+	$(SE) train --horizon 24 --data $(DATA) --model-dir reports/backtest/dayahead --holdout-weeks 4 > /dev/null
+	$(SE) evaluate --model-dir reports/backtest/dayahead --data $(DATA) --last-weeks 4 > reports/backtest/dayahead.json
+	$(PY) benchmarks/dayahead_summary.py reports/backtest/dayahead.json
 
 # train without the data's last four weeks, then report on them: quality, drift over time, performance
 monitor: install

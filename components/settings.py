@@ -62,6 +62,7 @@ ENV: dict[str, str] = {
     "retrain_mae_ratio": "SE_RETRAIN_MAE_RATIO",
     "retrain_cooldown_hours": "SE_RETRAIN_COOLDOWN_HOURS",
     "model_repository_routes": "SE_MODEL_REPOSITORY_ROUTES",
+    "tariff_prices": "SE_TARIFF_PRICES",
 }
 
 
@@ -108,6 +109,8 @@ class Settings:
     retrain_cooldown_hours: int = 72
     # KServe's /v2/repository/models/<name>/load|unload routes: unauthenticated, so off unless an operator asks
     model_repository_routes: bool = False
+    # JSON price overrides (EUR/kWh) of components/tariffs.py's table, e.g. {"hp-hc": {"peak": 0.21}}
+    tariff_prices: str = ""
 
     @property
     def feature_source_path(self) -> str:

@@ -61,13 +61,23 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from smart_energy.components.train import train
-
     params = {k: v for k, v in {"max_depth": args.max_depth, "eta": args.learning_rate,
                                 "num_boost_round": args.n_estimators}.items() if v is not None}
-    metadata = train(args.data, args.model_dir, hpo_trials=args.hpo_trials, until=args.until,
-                     params=params, holdout_weeks=args.holdout_weeks)
-    out = {k: metadata[k] for k in ("name", "version", "training_window", "metrics", "sha256")}
+    if args.horizon == 24:
+        from smart_energy.components.dayahead import train_dayahead
+
+        if args.hpo_trials:
+            raise SmartEnergyError("--hpo-trials tunes the next-hour model only; drop it with --horizon 24")
+        metadata = train_dayahead(args.data, args.model_dir, until=args.until, params=params,
+                                  holdout_weeks=args.holdout_weeks)
+    elif args.horizon == 1:
+        from smart_energy.components.train import train
+
+        metadata = train(args.data, args.model_dir, hpo_trials=args.hpo_trials, until=args.until,
+                         params=params, holdout_weeks=args.holdout_weeks)
+    else:
+        raise SmartEnergyError(f"--horizon {args.horizon}: choose 1 (next hour) or 24 (day ahead, P10/P50/P90)")
+    out = {k: metadata[k] for k in ("name", "version", "horizon_hours", "training_window", "metrics", "sha256")}
     if args.register:
         from smart_energy.components.registry import register
         from smart_energy.components.storage import open_store
@@ -83,9 +93,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from smart_energy.components.evaluate import evaluate
+    from smart_energy.components.registry import read_metadata
 
+    if read_metadata(args.model_dir).get("horizon_hours") == 24:
+        from smart_energy.components.dayahead import evaluate_dayahead as evaluate
+    else:
+        from smart_energy.components.evaluate import evaluate
     print(json.dumps(evaluate(args.model_dir, args.data, args.history, args.last_weeks), indent=2))
+    return 0
+
+
+def _cmd_advise(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from smart_energy.components.advice import advise
+    from smart_energy.components.dayahead import next_24h
+    from smart_energy.components.ingest import load_hourly
+
+    settings = get_settings()
+    hourly = load_hourly(args.data)
+    if args.history:
+        hourly = pd.concat([load_hourly(args.history), hourly], ignore_index=True).drop_duplicates(
+            ["meter_id", "timestamp"], keep="last").sort_values("timestamp", ignore_index=True)
+    if hourly["meter_id"].nunique() != 1:
+        raise SmartEnergyError(f"advise takes one meter's readings; {args.data} has {hourly['meter_id'].nunique()}")
+    forecast = next_24h(args.model_dir, hourly)
+    print(json.dumps(advise(hourly, forecast, args.tariff, settings), indent=2, default=str))
     return 0
 
 
@@ -208,7 +241,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--meter-id", action="append", default=None, help="meter(s) for `online` (default SE_METER_ID)")
     p.set_defaults(func=_cmd_features)
 
-    p = sub.add_parser("train", help="train the next-hour XGBoost forecaster on Feast features",
+    p = sub.add_parser("train", help="train the XGBoost forecaster on Feast features (next hour, or day ahead)",
                        description="Ingest (if given a raw file), publish features to Feast (offline parquet + "
                        "online store materialised to the data's end), train with a time-ordered validation "
                        "split and write MODEL_DIR/{model.json,metadata.json,drift/}. Gaps in the readings need "
@@ -223,8 +256,25 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learning-rate", type=float, help="XGBoost eta (default: the trainer's, 0.05)")
     p.add_argument("--n-estimators", type=int,
                    help="maximum boosting rounds; early stopping may use fewer (default: the trainer's, 1000)")
+    p.add_argument("--horizon", type=int, default=1, choices=[1, 24],
+                   help="1: the next hour (default); 24: P10/P50/P90 for each of the next 24 hours")
     p.add_argument("--register", action="store_true", help="also register as candidate in SE_ARTIFACT_URI")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("advise", help="energy advice for the next 24 h: forecast band, prices, when to run each "
+                       "load, backtested savings (JSON)",
+                       description="Forecast the 24 hours after the data's end with a day-ahead model (P10/P50/"
+                       "P90), price them with the tariff (SE_TARIFF_PRICES overrides prices), find each sub-meter "
+                       "load's runs (kitchen 1, laundry 2, water heater + AC 3) and the cheapest window for them, "
+                       "and replay every past day moving the shiftable runs there to estimate the yearly saving. "
+                       "Moving load saves money and peak power, not energy.")
+    p.add_argument("--model-dir", type=Path, required=True, help="a `train --horizon 24` model directory")
+    p.add_argument("--data", required=True, help="the meter's readings (raw file or ingest dir); advice is for "
+                   "the 24 h after their end")
+    p.add_argument("--history", help="earlier readings (more days to backtest, and the lags)")
+    p.add_argument("--tariff", default="hp-hc", choices=["base", "hp-hc", "tempo"],
+                   help="EDF regulated tariff (default %(default)s)")
+    p.set_defaults(func=_cmd_advise)
 
     p = sub.add_parser("evaluate", help="score a model vs persistence and seasonal baselines (JSON on stdout)",
                        description="Next-hour MAE/RMSE (kW) of the model and of the persistence, seasonal_24h and "
