@@ -3,6 +3,8 @@
 Takes complete feature rows only (the transformer does the Feast lookup). In a cluster the same
 ``model.json`` is served by KServe's xgboost runtime; this class gives the same numbers, and it
 accepts that runtime's V2 request shape too (one tensor per feature, ``content_type: pd``).
+A day-ahead model (``horizon_hours: 24``) takes one row per (origin, lead) and answers three outputs,
+``p10_kw``, ``p50_kw`` and ``p90_kw``, from its margin and its stored calibration (``dayahead.calibrate``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class EnergyPredictor(Model):
         self._booster.set_param({"nthread": self.nthread})
         self.version = metadata["version"]
         self.features = list(metadata["features"])
+        self.outputs = list(metadata.get("outputs") or [OUTPUT_NAME])
+        self.conformal_kw = metadata.get("conformal_kw")
         self.ready = True
         return self.ready
 
@@ -46,25 +50,39 @@ class EnergyPredictor(Model):
         return [{"name": f, "datatype": "FP32", "shape": [-1]} for f in self.features]
 
     def get_output_types(self) -> list[dict]:
-        return [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}]
+        return [{"name": name, "datatype": "FP32", "shape": [-1]} for name in self.outputs]
 
     def validate(self, payload):
         return payload  # parse_v1 / parse_v2 check the request, and name the problem in a 4xx
 
     def predict(self, payload: Union[Dict, InferRequest], headers: Dict[str, str] = None) -> Union[Dict, InferResponse]:
         if isinstance(payload, InferRequest):
-            check_requested_outputs(payload.request_outputs, [OUTPUT_NAME])
+            check_requested_outputs(payload.request_outputs, self.outputs)
             batch = parse_v2(payload.inputs, self.features)
         else:
             batch = parse_v1(payload, self.features)
         if batch.kind != "features":
             raise RequestError("the predictor takes feature rows; send meter_id requests to the transformer",
                                reason="entity_at_predictor")
-        kw = forecast(self._booster, batch.matrix)
+        if self.conformal_kw is None:
+            columns = [forecast(self._booster, batch.matrix)]
+        else:  # day ahead: P10, P50, P90 per row
+            import pandas as pd
+
+            from smart_energy.components.dayahead import calibrate, raw_quantiles
+
+            frame = pd.DataFrame(batch.matrix, columns=self.features)
+            columns = list(calibrate(raw_quantiles(self._booster, frame), self.conformal_kw).T)
         if isinstance(payload, InferRequest):
-            output = InferOutput(name=OUTPUT_NAME, shape=[len(kw)], datatype="FP32")
-            output.set_data_from_numpy(kw.astype("float32"), binary_data=False)
+            outputs = []
+            for name, values in zip(self.outputs, columns):
+                output = InferOutput(name=name, shape=[len(values)], datatype="FP32")
+                output.set_data_from_numpy(values.astype("float32"), binary_data=False)
+                outputs.append(output)
             return InferResponse(response_id=payload.id, model_name=self.name, model_version=self.version,
-                                 infer_outputs=[output], requested_outputs=payload.request_outputs,
+                                 infer_outputs=outputs, requested_outputs=payload.request_outputs,
                                  use_binary_outputs=payload.use_binary_outputs)
-        return {"predictions": kw.tolist(), "model_version": self.version}
+        if len(columns) == 1:
+            return {"predictions": columns[0].tolist(), "model_version": self.version}
+        return {"predictions": [dict(zip(self.outputs, row)) for row in zip(*(c.tolist() for c in columns))],
+                "model_version": self.version}
