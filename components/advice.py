@@ -263,6 +263,55 @@ def _forecast(forecast_24h: pd.DataFrame) -> pd.DataFrame:
     return fc.assign(timestamp=ts)
 
 
+def habits(hourly: pd.DataFrame) -> list[dict]:
+    """Each load's habits over ``hourly``: kWh per day, share in the 06:00-22:00 peak hours, typical run length
+    (median hours), runs per day, whether it is shiftable. Tariff-free, so a model can carry them to a server."""
+    frame = _grid(hourly)
+    peak_hours = (frame.index.hour >= 6) & (frame.index.hour < 22)
+    n_days = float(frame["valid_minutes"].sum()) / 1440
+    out = []
+    for load in LOADS:
+        measured, _, _ = _load_energy(frame, load)
+        runs = detect_runs(hourly, load)
+        total = float(measured.sum())
+        out.append({"name": load.name, "sub_meter": load.sub_meter,
+                    "kwh_per_day": round(total / n_days, 3) if n_days else 0.0,
+                    "peak_share": round(float(measured[peak_hours].sum()) / total, 3) if total > 0 else 0.0,
+                    "typical_run_hours": float(runs["hours"].median()) if len(runs) else 0.0,
+                    "runs_per_day": round(len(runs) / n_days, 3) if n_days else 0.0, "shiftable": load.shiftable})
+    return out
+
+
+def plan(forecast_24h: pd.DataFrame, loads: list[dict], tariff: str | Tariff, settings: Settings | None = None,
+         colours=None) -> dict:
+    """The next 24 h priced, its peak hours, and a window of its typical run length for each shiftable load
+    that runs (``loads`` from ``habits``). Tempo ``colours`` as ``price_per_hour`` takes them."""
+    tariff = get_tariff(tariff, settings)
+    fc = _forecast(forecast_24h)
+    ts = pd.DatetimeIndex(fc["timestamp"])
+    prices = price_per_hour(ts, tariff, colours)
+    p50 = fc["p50_kw"].to_numpy(dtype=float)
+    if tariff.has_peak:
+        peak = peak_mask(ts, tariff)
+    else:
+        peak = np.zeros(24, bool)
+        peak[np.argsort(-np.nan_to_num(p50, nan=-np.inf), kind="stable")[:PEAK_HOURS_ONE_PRICE]] = True
+    planned = []
+    for load in loads:
+        window = None
+        if load["shiftable"] and load["typical_run_hours"] > 0:
+            length = min(math.ceil(load["typical_run_hours"]), MAX_SHIFT_HOURS)
+            start = recommend_window(prices, p50, length)
+            window = {"start": ts[start].isoformat(), "end": (ts[start] + pd.Timedelta(hours=length)).isoformat()}
+        planned.append({**load, "peak_share": load["peak_share"] if tariff.has_peak else 0.0,
+                        "recommended_window": window})
+    return {"tariff": tariff.name,
+            "next_24h": [{"timestamp": t.isoformat(), "p10_kw": float(r.p10_kw), "p50_kw": float(r.p50_kw),
+                          "p90_kw": float(r.p90_kw), "price_eur_per_kwh": float(p)}
+                         for t, r, p in zip(ts, fc.itertuples(), prices)],
+            "peak_hours": [t.isoformat() for t in ts[peak]], "loads": planned}
+
+
 def advise(hourly: pd.DataFrame, forecast_24h: pd.DataFrame, tariff: str | Tariff,
            settings: Settings | None = None, colours=None) -> dict:
     """Advice for the next 24 h: prices, peak hours, each load's habits and best window, and the savings backtest.
@@ -289,45 +338,10 @@ def advise(hourly: pd.DataFrame, forecast_24h: pd.DataFrame, tariff: str | Tarif
     tariff = get_tariff(tariff, settings)
     frame = _grid(hourly)
     fc = _forecast(forecast_24h)
-    ts = pd.DatetimeIndex(fc["timestamp"])
     if tariff.name == "tempo" and (colours is None or isinstance(colours, Mapping)):
+        ts = pd.DatetimeIndex(fc["timestamp"])
         rule = _colours(frame, tariff, pd.Series(fc["p50_kw"].to_numpy(dtype=float), index=ts))
         colours = {**rule, **(colours or {})}
-    prices = price_per_hour(ts, tariff, colours)
-    p50 = fc["p50_kw"].to_numpy(dtype=float)
-    if tariff.has_peak:
-        peak = peak_mask(ts, tariff)
-    else:
-        peak = np.zeros(24, bool)
-        peak[np.argsort(-np.nan_to_num(p50, nan=-np.inf), kind="stable")[:PEAK_HOURS_ONE_PRICE]] = True
-    history_peak = peak_mask(frame.index, tariff)
-    n_days = float(frame["valid_minutes"].sum()) / 1440
-    loads = []
-    for load in LOADS:
-        measured, _, _ = _load_energy(frame, load)
-        runs = detect_runs(hourly, load)
-        typical = float(runs["hours"].median()) if len(runs) else 0.0
-        window = None
-        if load.shiftable and len(runs):
-            length = min(math.ceil(typical), MAX_SHIFT_HOURS)
-            start = recommend_window(prices, p50, length)
-            window = {"start": ts[start].isoformat(), "end": (ts[start] + pd.Timedelta(hours=length)).isoformat()}
-        total = float(measured.sum())
-        loads.append({
-            "name": load.name, "sub_meter": load.sub_meter,
-            "kwh_per_day": round(total / n_days, 3) if n_days else 0.0,
-            "peak_share": round(float(measured[history_peak].sum()) / total, 3) if total > 0 else 0.0,
-            "typical_run_hours": typical, "runs_per_day": round(len(runs) / n_days, 3) if n_days else 0.0,
-            "shiftable": load.shiftable, "recommended_window": window,
-        })
     meter = str(hourly["meter_id"].iloc[0]) if "meter_id" in hourly.columns else (settings or Settings()).meter_id
-    return {
-        "meter_id": meter,
-        "tariff": tariff.name,
-        "next_24h": [{"timestamp": t.isoformat(), "p10_kw": float(r.p10_kw), "p50_kw": float(r.p50_kw),
-                      "p90_kw": float(r.p90_kw), "price_eur_per_kwh": float(p)}
-                     for t, r, p in zip(ts, fc.itertuples(), prices)],
-        "peak_hours": [t.isoformat() for t in ts[peak]],
-        "loads": loads,
-        "savings": savings_backtest(hourly, tariff, settings),
-    }
+    return {"meter_id": meter, **plan(fc, habits(hourly), tariff, settings, colours),
+            "savings": savings_backtest(hourly, tariff, settings)}

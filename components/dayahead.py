@@ -26,7 +26,7 @@ import pandas as pd
 import xgboost as xgb
 
 from smart_energy.components.errors import SmartEnergyError
-from smart_energy.components.features import FEATURES, _calendar, check_history, find_gaps, usable_usage
+from smart_energy.components.features import DRIFT_FEATURES, FEATURES, _calendar, check_history, find_gaps, usable_usage
 from smart_energy.components.ingest import load_hourly
 from smart_energy.components.settings import Settings, get_settings
 
@@ -198,7 +198,25 @@ def train_dayahead(data: str | Path, model_dir: str | Path, settings: Settings |
             "num_boost_round": best},
         "metrics": metrics, "library_versions": library_versions(),
     }
-    return write_model_dir(final, metadata, model_dir)
+    metadata["advice"] = load_advice(window, settings)
+    from smart_energy.components.train import fit_drift_detector
+
+    origins = pairs[pairs["lead_hours"] == 1]  # the origin rows, once each
+    metadata["drift"] = {"features": DRIFT_FEATURES, "p_value": settings.drift_p_value, "share": settings.drift_share}
+    return write_model_dir(final, metadata, model_dir, detector=fit_drift_detector(origins, settings))
+
+
+def load_advice(hourly: pd.DataFrame, settings: Settings | None = None) -> dict[str, Any]:
+    """Per meter: each load's habits and the savings backtest under every tariff, for the server's advice."""
+    from smart_energy.components.advice import habits, savings_backtest
+    from smart_energy.components.tariffs import TARIFFS
+
+    out = {}
+    for meter, part in hourly.groupby("meter_id"):
+        part = part.reset_index(drop=True)
+        out[str(meter)] = {"loads": habits(part), "savings": {name: savings_backtest(part, name, settings) for name in TARIFFS},
+                           "through": str(part["timestamp"].max())}
+    return out
 
 
 def scoring_pairs(data: pd.DataFrame, history: pd.DataFrame | None, settings: Settings | None

@@ -63,6 +63,7 @@ ENV: dict[str, str] = {
     "retrain_cooldown_hours": "SE_RETRAIN_COOLDOWN_HOURS",
     "model_repository_routes": "SE_MODEL_REPOSITORY_ROUTES",
     "tariff_prices": "SE_TARIFF_PRICES",
+    "tariff": "SE_TARIFF",
 }
 
 
@@ -111,6 +112,7 @@ class Settings:
     model_repository_routes: bool = False
     # JSON price overrides (EUR/kWh) of components/tariffs.py's table, e.g. {"hp-hc": {"peak": 0.21}}
     tariff_prices: str = ""
+    tariff: str = "hp-hc"  # what the transformer prices a day-ahead forecast with: base | hp-hc | tempo
 
     @property
     def feature_source_path(self) -> str:

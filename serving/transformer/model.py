@@ -23,6 +23,7 @@ from smart_energy.components.feast_store import FEATURE_SERVICE, open_feature_st
 from smart_energy.components.registry import load_drift_detector, read_metadata
 from smart_energy.components.settings import Settings
 from smart_energy.serving import metrics
+from smart_energy.serving.dayahead import answer_v1, pairs_matrix
 from smart_energy.serving.logic import Batch, PredictorUnavailable, RequestError, check_requested_outputs, parse_v1, parse_v2
 from smart_energy.serving.monitors import DriftMonitor, ForecastErrorTracker
 from smart_energy.serving.online import OnlineFeatureReader
@@ -37,6 +38,7 @@ class RequestState:
     batch: Batch
     request_id: str | None
     request: InferRequest | None = None  # the client's V2 request: which outputs it asked for, and how
+    targets: list | None = None  # day ahead: each predictor row's target hour
 
 
 # preprocess and postprocess of one request run in the same task: its state lives here
@@ -75,8 +77,11 @@ class EnergyTransformer(Model):
     def load(self) -> bool:
         """Read the model's metadata (sha256 checked) and drift detector, open Feast, start the drift thread."""
         metadata = read_metadata(self.model_dir)
+        self.metadata = metadata
         self.version = metadata["version"]
-        self.features = list(metadata["features"])
+        self.dayahead = metadata.get("horizon_hours") == 24
+        self.model_features = list(metadata["features"])  # what the predictor takes
+        self.features = list(metadata.get("origin_features") or metadata["features"])  # what Feast gives
         self.reader = OnlineFeatureReader(open_feature_store(self.settings),
                                           metadata.get("feature_service", FEATURE_SERVICE), self.features)
         self.reader._resolve()  # fail at start-up, not on the first request
@@ -84,7 +89,7 @@ class EnergyTransformer(Model):
         self.drift = DriftMonitor(load_drift_detector(self.model_dir), self.features, self.settings.drift_window,
                                   on_result=publish_drift, watched=watched, share=self.settings.drift_share)
         self.drift.start()
-        self.errors = ForecastErrorTracker(self.features, window=self.settings.drift_window)
+        self.errors = None if self.dayahead else ForecastErrorTracker(self.features, window=self.settings.drift_window)
         self.ready = True
         return self.ready
 
@@ -99,11 +104,12 @@ class EnergyTransformer(Model):
         return entity + [{"name": f, "datatype": "FP32", "shape": [-1]} for f in self.features]
 
     def get_output_types(self) -> list[dict]:
-        return [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}]
+        names = list(self.metadata.get("outputs") or [OUTPUT_NAME]) if self.dayahead else [OUTPUT_NAME]
+        return [{"name": name, "datatype": "FP64", "shape": [-1]} for name in names]
 
     async def preprocess(self, payload: Union[Dict, InferRequest], headers: Dict[str, str] = None) -> InferRequest:
         if isinstance(payload, InferRequest):
-            check_requested_outputs(payload.request_outputs, [OUTPUT_NAME])
+            check_requested_outputs(payload.request_outputs, [o["name"] for o in self.get_output_types()])
             state = RequestState("v2", parse_v2(payload.inputs, self.features), payload.id, payload)
         else:
             state = RequestState("v1", parse_v1(payload, self.features), (headers or {}).get("x-request-id"))
@@ -115,9 +121,15 @@ class EnergyTransformer(Model):
             finally:
                 metrics.FEAST_LOOKUP_DURATION.observe(time.perf_counter() - start)
             self.drift.observe(batch.matrix, keys=list(zip(batch.meter_ids, batch.event_hours)))
+        elif self.dayahead:
+            raise RequestError("a day-ahead model answers meter_id requests: its 24 rows need the hour the "
+                               "meter's online row starts from", reason="entity_required")
         else:
             self.drift.observe(batch.matrix)
         _request.set(state)
+        if self.dayahead:
+            matrix, state.targets = pairs_matrix(batch.meter_ids, batch.event_hours, batch.matrix, self.features)
+            return predictor_request(self.name, matrix, self.model_features, state.request_id or "")
         return predictor_request(self.name, batch.matrix, self.features, state.request_id or "")
 
     async def predict(self, payload: InferRequest, headers: Dict[str, str] = None,
@@ -143,6 +155,8 @@ class EnergyTransformer(Model):
     async def postprocess(self, result: InferResponse, headers: Dict[str, str] = None,
                           response_headers: Dict[str, str] = None) -> Union[Dict, InferResponse]:
         state = _request.get()
+        if self.dayahead:
+            return self._dayahead_answer(state, result)
         kw = np.asarray(result.outputs[0].as_numpy(), dtype=np.float64).ravel()
         # the version that produced the forecast; KServe's xgboost runtime names none, then it is ours
         version = result.model_version or self.version
@@ -169,5 +183,26 @@ class EnergyTransformer(Model):
         parameters = {"drift_status": drift["status"], "drifted_features": ",".join(drift["drifted_features"])}
         return InferResponse(response_id=state.request_id, model_name=self.name, model_version=version,
                              infer_outputs=[output], parameters=parameters,
+                             requested_outputs=state.request.request_outputs,
+                             use_binary_outputs=state.request.use_binary_outputs)
+
+    def _dayahead_answer(self, state: RequestState, result: InferResponse) -> Union[Dict, InferResponse]:
+        columns = {o.name: np.asarray(o.as_numpy(), dtype=np.float64).ravel() for o in result.outputs}
+        version = result.model_version or self.version
+        self.served_version = version
+        record_served_version(version)
+        drift = self.drift.status()
+        meters = state.batch.meter_ids
+        if state.protocol == "v1":
+            return {"forecasts": answer_v1(meters, state.targets, columns, self.metadata, self.settings.tariff,
+                                           self.settings), "model_version": version, "drift": drift}
+        outputs = []
+        for name, values in columns.items():
+            output = InferOutput(name=name, shape=[len(meters), len(values) // len(meters)], datatype="FP64")
+            output.set_data_from_numpy(values.reshape(len(meters), -1), binary_data=False)
+            outputs.append(output)
+        parameters = {"drift_status": drift["status"], "first_hour": state.targets[0].isoformat()}
+        return InferResponse(response_id=state.request_id, model_name=self.name, model_version=version,
+                             infer_outputs=outputs, parameters=parameters,
                              requested_outputs=state.request.request_outputs,
                              use_binary_outputs=state.request.use_binary_outputs)

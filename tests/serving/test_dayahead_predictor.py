@@ -1,5 +1,6 @@
-"""The predictor serves a day-ahead model: one row per (origin, lead) in, ``p10_kw``/``p50_kw``/``p90_kw`` out,
-the numbers of the in-process calibrated booster, never crossing."""
+"""A day-ahead model served: the predictor takes one row per (origin, lead) and answers ``p10_kw``/``p50_kw``/
+``p90_kw`` (the in-process calibrated booster's numbers, never crossing); the transformer turns a meter's Feast
+row into those 24 rows and answers the next 24 hours with prices, load windows and the model's savings."""
 
 from __future__ import annotations
 
@@ -9,26 +10,40 @@ import requests
 
 from helpers import PYTHON, free_port, start, stop, wait_http
 from smart_energy.components.dayahead import DAYAHEAD_FEATURES, calibrate, expand_leads, raw_quantiles, train_dayahead
+from smart_energy.components.feast_store import copy_feature_repo
 from smart_energy.components.features import build_feature_frame
+from smart_energy.components.settings import Settings
 from smart_energy.components.ingest import load_hourly
-from smart_energy.components.registry import load_booster
+from smart_energy.components.registry import load_booster, read_metadata
+from smart_energy.components.tariffs import get_tariff
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def dayahead_predictor(trained, tmp_path_factory, shared_data):
-    settings, _, _ = trained
+def dayahead_servers(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("dayahead-serving")
-    train_dayahead(shared_data, root / "model", settings, holdout_weeks=4)
-    port = free_port()
-    proc = start([PYTHON, "-m", "smart_energy.serving.predictor", "--model_dir", str(root / "model"), "--http_port",
-                  str(port)], root / "predictor.log", env=settings.as_env())
+    settings = Settings(feature_repo=copy_feature_repo(root / "feature_repo"), artifact_uri=(root / "a").as_uri())
+    train_dayahead(shared_data, root / "model", settings, holdout_weeks=4)  # publishes the features to Feast
+    port, transformer_port = free_port(), free_port()
+    model = ["--model_dir", str(root / "model")]
+    env = settings.as_env()
+    procs = [start([PYTHON, "-m", "smart_energy.serving.predictor", *model, "--http_port", str(port)],
+                   root / "predictor.log", env=env),
+             start([PYTHON, "-m", "smart_energy.serving.transformer", *model, "--http_port", str(transformer_port),
+                    "--predictor_host", f"127.0.0.1:{port}"], root / "transformer.log", env=env)]
     try:
-        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout=90, proc=proc)
-        yield f"http://127.0.0.1:{port}", root / "model"
+        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout=90, proc=procs[0])
+        wait_http(f"http://127.0.0.1:{transformer_port}/v2/health/ready", timeout=90, proc=procs[1])
+        yield f"http://127.0.0.1:{port}", root / "model", f"http://127.0.0.1:{transformer_port}"
     finally:
-        stop(proc)
+        for proc in procs:
+            stop(proc)
+
+
+@pytest.fixture(scope="module")
+def dayahead_predictor(dayahead_servers):
+    return dayahead_servers[:2]
 
 
 def test_v2_answers_one_output_per_quantile_with_the_boosters_numbers(dayahead_predictor, shared_data):
@@ -64,3 +79,42 @@ def test_v1_answers_named_quantiles_and_refuses_an_unknown_output(dayahead_predi
                         "data": instances[0]}], "outputs": [{"name": "output-0"}]}
     refused = requests.post(f"{url}/v2/models/energy-forecaster/infer", json=body, timeout=10)
     assert refused.status_code == 400 and "p10_kw" in refused.json()["error"]
+
+
+def test_the_transformer_answers_a_meter_with_its_next_24_hours_and_advice(dayahead_servers, shared_data):
+    predictor_url, model_dir, url = dayahead_servers
+    answer = requests.post(f"{url}/v1/models/energy-forecaster:predict",
+                           json={"instances": [{"meter_id": "household-1"}]}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    (forecast,) = body["forecasts"]
+    rows = forecast["next_24h"]
+    assert forecast["meter_id"] == "household-1" and forecast["tariff"] == "hp-hc" and len(rows) == 24
+    assert rows[0]["timestamp"].startswith("2007-03-01T00:00") and rows[-1]["timestamp"].startswith("2007-03-01T23")
+    # the same numbers as the predictor on the rows built from the data (Feast's online row is that row)
+    pairs = expand_leads(build_feature_frame(load_hourly(shared_data)).tail(1))
+    booster, meta = load_booster(model_dir)
+    expected = calibrate(raw_quantiles(booster, pairs.astype({f: "float32" for f in DAYAHEAD_FEATURES})),
+                         meta["conformal_kw"])
+    np.testing.assert_allclose([[r["p10_kw"], r["p50_kw"], r["p90_kw"]] for r in rows], expected, rtol=1e-5, atol=1e-5)
+    prices = get_tariff("hp-hc").prices
+    assert [r["price_eur_per_kwh"] for r in rows] == [prices["offpeak"] if h >= 22 or h < 6 else prices["peak"]
+                                                      for h in range(24)]
+    assert len(forecast["peak_hours"]) == 16
+    windows = {load["name"]: load["recommended_window"] for load in forecast["loads"]}
+    assert windows["kitchen"] is None and windows["laundry"] and windows["water_heater_ac"]
+    assert forecast["savings"] == read_metadata(model_dir)["advice"]["household-1"]["savings"]["hp-hc"]
+    assert body["model_version"] == meta["version"]
+    # V2: one output per quantile, [meters, 24]
+    v2 = requests.post(f"{url}/v2/models/energy-forecaster/infer", json={"inputs": [
+        {"name": "meter_id", "datatype": "BYTES", "shape": [1], "data": ["household-1"]}]}, timeout=10)
+    assert v2.status_code == 200, v2.text
+    outputs = {o["name"]: o for o in v2.json()["outputs"]}
+    assert list(outputs) == ["p10_kw", "p50_kw", "p90_kw"] and outputs["p50_kw"]["shape"] == [1, 24]
+    np.testing.assert_allclose(np.ravel(outputs["p50_kw"]["data"]), expected[:, 1], rtol=1e-5, atol=1e-5)
+
+
+def test_the_transformer_refuses_feature_rows_for_a_day_ahead_model(dayahead_servers):
+    _, _, url = dayahead_servers
+    answer = requests.post(f"{url}/v1/models/energy-forecaster:predict", json={"instances": [[0.5] * 23]}, timeout=10)
+    assert answer.status_code == 400 and answer.json()["reason"] == "entity_required"
