@@ -54,7 +54,9 @@ backtest: install
 # train without the data's last four weeks, then report on them: quality, drift over time, performance
 monitor: install
 	$(SE) train --data $(DATA) --model-dir reports/monitor/model --holdout-weeks 4
-	$(SE) monitor --data $(DATA) --last-weeks 4 --model-dir reports/monitor/model --out reports/monitor
+	$(SE) train --horizon 24 --data $(DATA) --model-dir reports/monitor/dayahead --holdout-weeks 4
+	$(SE) monitor --data $(DATA) --last-weeks 4 --model-dir reports/monitor/model \
+		--dayahead-model reports/monitor/dayahead --out reports/monitor
 
 compile: install
 	$(SE) pipeline compile

@@ -62,7 +62,8 @@ def drift_by_window(frame: pd.DataFrame, detector, features: list[str], freq: st
 
 
 def build_report(data: str | Path, model_dir: str | Path, history: str | Path | None = None, last_weeks: int = 0,
-                 settings: Settings | None = None) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+                 settings: Settings | None = None, dayahead_model: str | Path | None = None,
+                 tariff: str | None = None) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Every number of the report (JSON-able) and the frames its plots are drawn from.
 
     With ``last_weeks``, only the data's last weeks are monitored and the hours before are history (as
@@ -114,7 +115,48 @@ def build_report(data: str | Path, model_dir: str | Path, history: str | Path | 
                                for _, r in drift.iterrows()]},
         "performance": performance,
     }
-    return report, {"frame": frame, "drift": drift, "per_day": per_day, "by_week": by_week, "by_hour": by_hour}
+    frames = {"frame": frame, "drift": drift, "per_day": per_day, "by_week": by_week, "by_hour": by_hour}
+    if dayahead_model is not None:
+        numbers, day_frames = dayahead_section(dayahead_model, hourly, history_hourly, tariff or settings.tariff,
+                                               settings)
+        report |= numbers
+        frames |= day_frames
+    return report, frames
+
+
+def dayahead_section(model_dir: str | Path, data: pd.DataFrame, history: pd.DataFrame | None, tariff: str,
+                     settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The day-ahead model on the monitored hours (every origin, rolling calibration) and the advice for the 24 h
+    after the data: numbers, and the frames for the band and load plots."""
+    from smart_energy.components.advice import LOADS, advise
+    from smart_energy.components.dayahead import next_24h, rolling_forecast, score_pairs, scoring_pairs
+    from smart_energy.components.registry import load_booster
+
+    booster, metadata = load_booster(model_dir)
+    pairs, _ = scoring_pairs(data, history, settings)
+    forecast = rolling_forecast(booster, pairs, metadata["conformal_kw"])
+    scored = score_pairs(pairs, forecast)
+    combined = data if history is None else pd.concat([history, data], ignore_index=True).drop_duplicates(
+        ["meter_id", "timestamp"], keep="last").sort_values("timestamp", ignore_index=True)
+    advice = advise(combined, next_24h(model_dir, combined), tariff, settings)
+    numbers = {"model_version": metadata["version"], "hours_scored": scored["hours_scored"],
+               "origins": scored["origins"], "mae_kw": scored["mae_kw"], "coverage_p10_p90": scored["coverage_p10_p90"],
+               "pinball_kw": scored["pinball_kw"],
+               **{f"{b}_mae_kw": v["mae_kw"] for b, v in scored["baselines"].items()},
+               "mae_by_lead": scored["mae_by_lead"], "tariff": tariff,
+               **{f"savings_{k}": v for k, v in advice["savings"].items() if k != "method"},
+               "savings_method": advice["savings"]["method"]}
+    midnight = pairs["event_timestamp"].dt.hour == 0  # one day-ahead forecast per day, as a household gets it
+    band = pairs.loc[midnight, ["target_timestamp", "target_kw"]].assign(
+        p10_kw=forecast[midnight.to_numpy(), 0], p50_kw=forecast[midnight.to_numpy(), 1],
+        p90_kw=forecast[midnight.to_numpy(), 2])
+    day = combined[combined["timestamp"] >= combined["timestamp"].max().floor("D")]
+    if len(day) < 24:  # the last day is partial: the last complete one
+        start = combined["timestamp"].max().floor("D") - pd.Timedelta(days=1)
+        day = combined[(combined["timestamp"] >= start) & (combined["timestamp"] < start + pd.Timedelta(days=1))]
+    today = pd.DataFrame({load.name: day[load.column].to_numpy() for load in LOADS},
+                         index=day["timestamp"].dt.hour.to_numpy())
+    return {"dayahead": numbers, "advice": advice}, {"band": band, "today": today, "advice": advice}
 
 
 def png_base64(fig) -> str:
@@ -175,6 +217,48 @@ def plots(frames: dict[str, pd.DataFrame], features: list[str]) -> dict[str, str
         ax.set_title(f"{title}: model vs baselines on the same hours")
         ax.legend(ncol=4, fontsize=8)
         out[name] = png_base64(fig)
+    if "band" in frames:
+        out |= dayahead_plots(frames)
+    return out
+
+
+def dayahead_plots(frames: dict[str, Any]) -> dict[str, str]:
+    """The day-ahead band over the actuals, and today's loads against the recommended windows."""
+    import matplotlib.pyplot as plt
+
+    band = frames["band"].set_index("target_timestamp")
+    band = band.reindex(pd.date_range(band.index.min(), band.index.max(), freq="h"))
+    fig, ax = plt.subplots(figsize=(11, 3.2))
+    ax.fill_between(band.index, band["p10_kw"], band["p90_kw"], color="tab:blue", alpha=0.25, lw=0, label="P10-P90")
+    ax.plot(band.index, band["p50_kw"], color="tab:blue", lw=0.9, label="P50")
+    ax.plot(band.index, band["target_kw"], color="black", lw=0.7, label="actual")
+    ax.set_ylabel("mean kW in the hour")
+    ax.set_title("Day ahead: each day's forecast made at midnight for its 24 hours, over the actuals")
+    ax.legend(loc="upper right", ncol=3, fontsize=8)
+    out = {"band": png_base64(fig)}
+
+    advice, today = frames["advice"], frames["today"]
+    prices = [row["price_eur_per_kwh"] for row in advice["next_24h"]]
+    hours = [int(row["timestamp"][11:13]) for row in advice["next_24h"]]
+    fig, axes = plt.subplots(len(today.columns), 1, figsize=(11, 1.6 * len(today.columns) + 0.6), sharex=True)
+    for ax, load in zip(axes, advice["loads"]):
+        ax.bar(today.index, today[load["name"]], color="tab:gray", width=0.8, label="today (last day of data)")
+        window = load["recommended_window"]
+        if window:
+            start, end = int(window["start"][11:13]), int(window["end"][11:13]) or 24
+            spans = [(start, end)] if end > start else [(start, 24), (0, end)]
+            for i, (a, b) in enumerate(spans):
+                ax.axvspan(a - 0.5, b - 0.5, color="tab:green", alpha=0.25, lw=0,
+                           label="recommended next 24 h" if i == 0 else None)
+        ax.set_ylabel(f"{load['name']}\nkW", fontsize=8)
+        twin = ax.twinx()
+        twin.step(sorted(hours), [p for _, p in sorted(zip(hours, prices))], where="mid", color="tab:red", lw=0.8)
+        twin.set_ylabel("EUR/kWh", fontsize=7, color="tab:red")
+        ax.legend(loc="upper left", fontsize=7)
+    axes[-1].set_xlabel("hour of day")
+    axes[-1].set_xticks(range(0, 24, 2))
+    axes[0].set_title(f"Where each load ran on the last day vs the recommended window ({advice['tariff']} prices, red)")
+    out["loads"] = png_base64(fig)
     return out
 
 
@@ -217,10 +301,38 @@ drifted when at least {d['share']:.0%} of the {len(d['features'])} features did:
 hours scored, model and baselines on the same hours.</p>
 <table><tr><th>forecast</th><th>MAE kW</th></tr>{maes}</table>
 {img('forecast')}{img('by_week')}{img('by_hour')}
+{dayahead_html(report, img, num)}
 <script>/* for readers and tests: each plot says whether it decoded */
 for (const i of document.images) i.dataset.width = i.complete ? i.naturalWidth : -1;</script>
 </body></html>
 """
+
+
+def dayahead_html(report: dict[str, Any], img, num) -> str:
+    """The day-ahead and advice section (empty without a day-ahead model)."""
+    if "dayahead" not in report:
+        return ""
+    d, a = report["dayahead"], report["advice"]
+    rows = "".join(f"<tr><th>{label}</th>{num(f'dayahead.{key}', d[key])}</tr>" for label, key in [
+        ("P50 MAE kW (all leads)", "mae_kw"), ("P10-P90 coverage", "coverage_p10_p90"), ("pinball kW", "pinball_kw"),
+        ("persistence MAE kW", "persistence_mae_kw"), ("seasonal 24 h MAE kW", "seasonal_24h_mae_kw"),
+        ("seasonal 168 h MAE kW", "seasonal_168h_mae_kw")])
+    savings = "".join(f"<tr><th>{label}</th>{num(f'dayahead.savings_{key}', d[f'savings_{key}'], fmt)}</tr>"
+                      for label, key, fmt in [("saving EUR/year", "eur_per_year", "{:,.2f}"),
+                                              ("kWh moved/year", "kwh_shifted_per_year", "{:,.0f}"),
+                                              ("energy bill EUR/year", "bill_eur_per_year", "{:,.0f}"),
+                                              ("daily peak reduction kW", "peak_kw_reduction", "{:.3f}"),
+                                              ("days backtested", "days_backtested", "{:,}")])
+    windows = "".join(f"<li>{html.escape(load['name'])}: "
+                      + (f"{load['recommended_window']['start'][11:16]} to {load['recommended_window']['end'][11:16]}"
+                         if load["recommended_window"] else "no shift advised")
+                      + f" (typical run {load['typical_run_hours']:g} h, {load['kwh_per_day']:.2f} kWh/day)</li>"
+                      for load in a["loads"])
+    return f"""<h2>Day ahead and advice</h2>
+<p>Model {html.escape(d['model_version'])}: {d['origins']:,} origins x 24 leads, each band calibrated on the
+actuals known before it.</p><table>{rows}</table>{img('band')}
+<h3>Next 24 hours ({html.escape(a['tariff'])})</h3><ul>{windows}</ul>{img('loads')}
+<table>{savings}</table><p>{html.escape(d['savings_method'])}</p>"""
 
 
 def write_report(report: dict[str, Any], images: dict[str, str], out: str | Path) -> dict[str, Path]:

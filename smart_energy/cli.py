@@ -170,12 +170,19 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     settings = get_settings()
     with tempfile.TemporaryDirectory(prefix="se-monitor-") as tmp:
         model_dir = resolve_model_dir(args.model_dir, Path(tmp) / "model", settings)
-        report, frames = build_report(args.data, model_dir, args.history, args.last_weeks, settings)
+        dayahead = resolve_model_dir(args.dayahead_model, Path(tmp) / "dayahead", settings) if args.dayahead_model \
+            else None
+        report, frames = build_report(args.data, model_dir, args.history, args.last_weeks, settings, dayahead,
+                                      args.tariff)
     paths = write_report(report, plots(frames, report["drift"]["features"]), args.out)
     print(json.dumps({"html": str(paths["html"]), "json": str(paths["json"]),
                       "windows_drifted": report["drift"]["windows_drifted"],
                       "mae_kw": report["performance"]["mae_kw"],
-                      "persistence_mae_kw": report["performance"]["persistence_mae_kw"]}, indent=2))
+                      "persistence_mae_kw": report["performance"]["persistence_mae_kw"],
+                      **({"dayahead_mae_kw": report["dayahead"]["mae_kw"],
+                          "dayahead_coverage_p10_p90": report["dayahead"]["coverage_p10_p90"],
+                          "savings_eur_per_year": report["dayahead"]["savings_eur_per_year"]}
+                         if "dayahead" in report else {})}, indent=2))
     return 0
 
 
@@ -305,6 +312,9 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--history", help="earlier readings that supply the lags")
     p.add_argument("--last-weeks", type=int, default=0, help="monitor only the data's last N weeks")
     p.add_argument("--model-dir", help="model directory or registry URI (default: the registry's production model)")
+    p.add_argument("--dayahead-model", help="a `train --horizon 24` model: adds its P10-P90 band over the actuals, "
+                   "its scores, and the advice for the 24 h after the data")
+    p.add_argument("--tariff", choices=["base", "hp-hc", "tempo"], help="tariff of the advice (default SE_TARIFF)")
     p.add_argument("--out", type=Path, default=Path("reports/monitor"))
     p.set_defaults(func=_cmd_monitor)
 
