@@ -412,8 +412,9 @@ class Loop:
                 if r.get("candidate_kw") is not None and r.get("production_kw") is not None
                 and r.get("actual_kw") is not None and r.get("persistence_kw") is not None]
         enough = len(errs) >= self.canary_hold_hours
+        # a p99 of fewer than 100 requests is their slowest one: one stall on a busy machine would decide
         return VersionMetrics(requests=float(len(asked)), error_rate=failed / len(asked),
-                              p99_latency_seconds=float(np.percentile(latency, 99)) if latency else None,
+                              p99_latency_seconds=float(np.percentile(latency, 99)) if len(latency) >= 100 else None,
                               mae_kw=float(np.mean(errs)) if enough else None)
 
     def _judge_canary(self, i: int, hour: pd.Timestamp, rows: list[dict[str, Any]], steps: list[int],
