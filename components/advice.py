@@ -17,7 +17,8 @@ import pandas as pd
 
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.settings import Settings
-from smart_energy.components.tariffs import RED_DAYS, WHITE_DAYS, Tariff, get_tariff, peak_mask, price_per_hour, tempo_calendar
+from smart_energy.components.tariffs import (RED_DAYS, WHITE_DAYS, Tariff, get_tariff, peak_mask, price_per_hour,
+                                             tempo_calendar, tempo_day)
 
 RUN_KW = 0.1  # an appliance run draws at least this mean kW above standby in an hour (a fridge: a few tens of watts)
 MAX_SHIFT_HOURS = 8  # a run longer than the 8 h off-peak night is not a cycle one reschedules (heating, AC)
@@ -143,7 +144,9 @@ def _colours(frame: pd.DataFrame, tariff: Tariff, extra_kw: pd.Series | None = N
     load = frame["global_active_power_kw"].where(frame["is_complete"])
     if extra_kw is not None:
         load = pd.concat([load, extra_kw[extra_kw.index > load.index[-1]]])
-    return tempo_calendar(load)
+    calendar = tempo_calendar(load)
+    # a day with no complete hour (a hole in the readings) has no energy to price: blue, the commonest colour
+    return {day: calendar.get(day, "blue") for day in tempo_day(load.index)}
 
 
 def replay(hourly: pd.DataFrame, tariff: str | Tariff, settings: Settings | None = None) -> Replay:

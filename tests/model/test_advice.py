@@ -273,3 +273,15 @@ def test_bad_inputs_are_one_line_errors(hourly):
         advise(hourly, forecast.drop(columns="p90_kw"), "hp-hc")
     with pytest.raises(AdviceError, match="lacks columns"):
         advise(hourly.drop(columns="sub_metering_2_kw"), forecast, "hp-hc")
+
+
+@pytest.mark.parametrize("tariff", ["base", "hp-hc", "tempo"])
+def test_a_multi_day_hole_is_skipped_not_a_crash(shared_data, tmp_path, hourly, tariff):
+    """Three days of '?' readings (a meter offline): their Tempo days have no colour from the data, and no day of
+    the hole is replayed; the other days are (a 4-year file with holes crashed Tempo's pricing before)."""
+    from helpers import with_hole
+
+    holed = ingest_file(with_hole(shared_data, tmp_path / "holed.txt", [("2007-01-10", "2007-01-13")])).hourly
+    whole, with_gap = savings_backtest(hourly, tariff), savings_backtest(holed, tariff)
+    assert with_gap["days_backtested"] == whole["days_backtested"] - 3
+    assert with_gap["eur_per_year"] >= 0 and with_gap["bill_eur_per_year"] > 0
