@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -326,23 +327,40 @@ def require_valid_rows(result: IngestResult, where: str | Path | None = None) ->
                       f"reason {reason} x{count:,}{hint}, e.g. line {example['line']}: {example['raw'][:80]!r}{kept}")
 
 
-def write_outputs(result: IngestResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``hourly.parquet``, ``quarantine.csv`` and ``quality.json`` into ``out_dir``, all or nothing."""
+def write_atomically(out_dir: str | Path, writers: dict[str, tuple[str, Callable[[Path], object]]]) -> dict[str, Path]:
+    """Write every file of ``writers`` (key -> (file name, function writing that path)) into ``out_dir``, all or
+    nothing: they are written beside it first, then moved in."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    names = {"hourly": "hourly.parquet", "quarantine": "quarantine.csv", "quality": "quality.json"}
     try:
-        pq.write_table(pa.Table.from_pandas(result.hourly, preserve_index=False), staging / names["hourly"])
-        result.quarantine.to_csv(staging / names["quarantine"], index=False)
-        report = asdict(result.quality) | {"quarantine_fraction": round(result.quality.quarantine_fraction, 6)}
-        (staging / names["quality"]).write_text(json.dumps(report, indent=2) + "\n")
+        for name, write in writers.values():
+            write(staging / name)
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name in names.values():
+        for name, _ in writers.values():
             os.replace(staging / name, out_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {key: out_dir / name for key, name in names.items()}
+    return {key: out_dir / name for key, (name, _) in writers.items()}
+
+
+def write_outputs(result: IngestResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``hourly.parquet``, ``quarantine.csv`` and ``quality.json`` into ``out_dir``, all or nothing.
+
+    ``quality.json`` has the fleet's shape too: ``meters`` and the counts ``by_meter``.
+    """
+    q = asdict(result.quality)
+    report = q | {"quarantine_fraction": round(result.quality.quarantine_fraction, 6), "meters": 1,
+                  "by_meter": {q["meter_id"]: {"status": "ingested", "file": q["source"],
+                                               **{k: q[k] for k in ("rows_read", "rows_valid", "rows_missing",
+                                                                    "rows_quarantined", "hours", "hours_complete")},
+                                               "quarantine_reasons": q["quarantine_reasons"]}}}
+    return write_atomically(out_dir, {
+        "hourly": ("hourly.parquet",
+                   lambda p: pq.write_table(pa.Table.from_pandas(result.hourly, preserve_index=False), p)),
+        "quarantine": ("quarantine.csv", lambda p: result.quarantine.to_csv(p, index=False)),
+        "quality": ("quality.json", lambda p: p.write_text(json.dumps(report, indent=2) + "\n")),
+    })
 
 
 def _fetch_uri(uri: str) -> Path:

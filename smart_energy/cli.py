@@ -22,9 +22,24 @@ SHELL_MODULES = ["smart_energy.pipelines.cli", "smart_energy.serving.cli", "smar
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    from smart_energy.components.fleet import has_meter_column
     from smart_energy.components.ingest import ingest_file, print_summary, require_valid_rows, write_outputs
 
     settings = get_settings()
+    text = str(args.raw)
+    if args.raw.is_dir() or any(c in text for c in "*?[") or (args.raw.is_file() and has_meter_column(args.raw)):
+        from smart_energy.components.fleet import ingest_fleet, write_fleet_outputs
+
+        fleet = ingest_fleet(args.raw, min_minutes=settings.min_minutes_per_hour)
+        paths = write_fleet_outputs(fleet, args.out)
+        q = fleet.quality()
+        print(f"{q['meters']:,} meters ingested, {q['meters_rejected']:,} quarantined whole; rows read "
+              f"{q['rows_read']:,} = valid {q['rows_valid']:,} + missing {q['rows_missing']:,} + quarantined "
+              f"{q['rows_quarantined']:,}", file=sys.stderr)
+        for file, reason in q["rejected_files"].items():
+            print(f"  quarantined: {reason}", file=sys.stderr)
+        print(json.dumps({k: str(v) for k, v in paths.items()}))
+        return 0
     result = ingest_file(args.raw, meter_id=args.meter_id, min_minutes=settings.min_minutes_per_hour)
     paths = write_outputs(result, args.out)  # the quarantine is kept even when nothing was valid
     print_summary(result.quality, stream=sys.stderr)
@@ -233,7 +248,8 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
                        "header says), validate every row, write DIR/hourly.parquet, DIR/quarantine.csv (every "
                        "rejected row with its line and reason) and DIR/quality.json (counts that add up: read = "
                        "valid + missing + quarantined).")
-    p.add_argument("raw", type=Path, help="raw meter file")
+    p.add_argument("raw", type=Path, help="raw meter file; or a directory (or quoted glob) of <meter_id>.txt[.gz] "
+                   "files, or one file with a meter_id column: a fleet (quality.json counts per meter)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--meter-id", default=settings.meter_id, help="meter id (default %(default)s, env SE_METER_ID)")
     p.set_defaults(func=_cmd_ingest)
