@@ -118,6 +118,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from smart_energy.components.batch import batch_predict
+
+    print(json.dumps(batch_predict(args.model_dir, args.data, args.out), indent=2))
+    return 0
+
+
 def _cmd_advise(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -283,6 +290,17 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
                    help="1: the next hour (default); 24: P10/P50/P90 for each of the next 24 hours")
     p.add_argument("--register", action="store_true", help="also register as candidate in SE_ARTIFACT_URI")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="batch forecasts for every meter at its data's end (parquet), features "
+                       "from Feast in bulk",
+                       description="Publish the data's features to Feast (offline + online to the data's end), read "
+                       "every meter's online row in bulk and forecast it: the next hour (forecast_kw), or with a "
+                       "`train --horizon 24` model each of the next 24 hours (p10_kw, p50_kw, p90_kw). Prints JSON "
+                       "with meters, rows and seconds by step.")
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--data", required=True, help="ingest directory (a fleet) or raw meter file")
+    p.add_argument("--out", type=Path, default=Path("forecasts.parquet"))
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("advise", help="energy advice for the next 24 h: forecast band, prices, when to run each "
                        "load, backtested savings (JSON)",
