@@ -1,9 +1,9 @@
 """A synthetic fleet for tests and benchmarks: many meters made from the one real household.
 
-Synthetic, and documented as such: each meter takes the shared file's minute readings from a random start
-day, scales every power channel by its own factor (a 0.3 kW flat to a 3+ kW house), shifts its clock by a
-few hours, and shuffles whole days within each week, so no two meters are identical while each keeps real
-appliance shapes. Readings that are '?' in the source stay '?' (missing), as in real fleets.
+Synthetic, and documented as such: each meter takes ``days`` of the shared file's minute readings from a
+random start day, shuffles those days, scales every power channel by its own factor (lognormal: a 0.3 kW flat
+to a 3+ kW house) and shifts its clock by up to three hours, so no two meters are identical while each keeps
+real appliance shapes. All meters cover the same calendar days from 2007-01-01. Readings that are '?' in the source stay '?' (missing), as in real fleets.
 
     python benchmarks/make_fleet.py --data SHARED --out DIR --meters 100 --days 8
 """
@@ -35,7 +35,7 @@ def meter_frame(source: pd.DataFrame, rng: np.random.Generator, days: int) -> pd
     by_day = source.set_index(source["ts"].dt.normalize())
     parts = []
     clock = pd.Timedelta(hours=int(rng.integers(-3, 4)))
-    new_start = pd.Timestamp("2007-01-01") + pd.Timedelta(days=int(rng.integers(0, 28)))
+    new_start = pd.Timestamp("2007-01-01")  # one calendar for the fleet, as a utility reads all its meters
     for i, day in enumerate(chosen):
         part = by_day.loc[[day]].copy() if day in by_day.index else None
         if part is None or part.empty:

@@ -82,6 +82,46 @@ def score_frame(frame: pd.DataFrame, predicted: np.ndarray) -> dict[str, Any]:
     return {"hours_scored": int(len(frame)), **scores(actual, predicted), "baselines": baselines}
 
 
+def per_meter(frame: pd.DataFrame, predicted: np.ndarray) -> dict[str, Any]:
+    """A fleet's scores per meter (model vs that meter's persistence, same hours) and their spread."""
+    err = pd.DataFrame({"meter_id": frame["meter_id"].to_numpy(),
+                        "model": np.abs(predicted - frame["target_kw"].to_numpy()),
+                        "persistence": (frame["usage_lag_1h"] - frame["target_kw"]).abs().to_numpy()})
+    table = err.groupby("meter_id").agg(hours=("model", "size"), mae_kw=("model", "mean"),
+                                        persistence_mae_kw=("persistence", "mean"))
+    ratio = table["mae_kw"] / table["persistence_mae_kw"]
+    return {"meters": int(len(table)), "meters_beating_persistence": int((ratio < 1).sum()),
+            "mae_ratio_to_persistence_quantiles": {q: float(ratio.quantile(q)) for q in (0.1, 0.5, 0.9)},
+            "by_meter": {m: {"hours": int(r.hours), "mae_kw": float(r.mae_kw),
+                             "persistence_mae_kw": float(r.persistence_mae_kw)} for m, r in table.iterrows()}}
+
+
+def plot_per_meter(by_meter: dict[str, dict[str, float]], path: str | Path) -> Path:
+    """The distribution of per-meter MAE, model vs persistence, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = pd.DataFrame(by_meter).T
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    bins = np.linspace(0, float(table[["mae_kw", "persistence_mae_kw"]].to_numpy().max()) * 1.05, 30)
+    left.hist(table["persistence_mae_kw"], bins=bins, alpha=0.6, color="grey", label="persistence")
+    left.hist(table["mae_kw"], bins=bins, alpha=0.6, color="tab:blue", label="model")
+    left.set_xlabel("MAE per meter (kW)")
+    left.set_ylabel("meters")
+    left.legend()
+    ratio = table["mae_kw"] / table["persistence_mae_kw"]
+    right.hist(ratio, bins=30, color="tab:blue")
+    right.axvline(1.0, color="black", ls=":")
+    right.set_xlabel("model MAE / persistence MAE (left of 1: the model wins)")
+    fig.suptitle(f"{len(table)} meters, one global model")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
 def last_weeks_split(data: pd.DataFrame, history: pd.DataFrame | None,
                      last_weeks: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """With ``last_weeks``, the data's last weeks, and the hours before them added to the history."""
@@ -106,8 +146,11 @@ def evaluate(model_dir: str | Path, data: str | Path, history: str | Path | None
     data_hourly, history_hourly = last_weeks_split(load_hourly(data), load_hourly(history) if history else None,
                                                    last_weeks)
     frame, skipped = scoring_frame(data_hourly, history_hourly, settings)
-    result = score_frame(frame, predict(booster, frame, metadata["features"]))
+    predicted = predict(booster, frame, metadata["features"])
+    result = score_frame(frame, predicted)
     result["hours_skipped"] = skipped
+    if frame["meter_id"].nunique() > 1:
+        result |= per_meter(frame, predicted)
     result["gaps"] = find_gaps(data_hourly)
     result["model_version"] = metadata["version"]
     result["first_hour"] = str(frame["event_timestamp"].min())

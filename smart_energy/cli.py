@@ -114,7 +114,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from smart_energy.components.dayahead import evaluate_dayahead as evaluate
     else:
         from smart_energy.components.evaluate import evaluate
-    print(json.dumps(evaluate(args.model_dir, args.data, args.history, args.last_weeks), indent=2))
+    result = evaluate(args.model_dir, args.data, args.history, args.last_weeks)
+    if args.out and "by_meter" in result:
+        import pandas as pd
+
+        from smart_energy.components.evaluate import plot_per_meter
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(result["by_meter"]).T.rename_axis("meter_id").to_csv(args.out / "per_meter.csv")
+        result["files"] = {"table": str(args.out / "per_meter.csv"),
+                           "plot": str(plot_per_meter(result["by_meter"], args.out / "per_meter_mae.png"))}
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -326,6 +336,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--history", help="earlier readings that supply the lags")
     p.add_argument("--last-weeks", type=int, default=0,
                    help="score only the data's last N weeks; the hours before are history")
+    p.add_argument("--out", type=Path, help="a fleet: write per_meter.csv and the per-meter MAE plot here")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("backtest", help="rolling-origin backtest: weekly retraining, MAE per week vs baselines, plot",

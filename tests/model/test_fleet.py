@@ -29,14 +29,14 @@ CLI = [sys.executable, "-m", "smart_energy.cli"]
 @pytest.fixture(scope="module")
 def fleet(shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("fleet-model")
-    make_fleet(shared_data, root / "meters", meters=19, days=10)
+    make_fleet(shared_data, root / "meters", meters=19, days=16)
     good = (root / "meters" / "meter-00001.txt").read_bytes()
     (root / "meters" / "meter-corrupt.txt.gz").write_bytes(gzip.compress(good)[:20_000])
     env = {**os.environ, "SE_FEATURE_REPO": str(copy_feature_repo(root / "feature_repo")),
            "SE_ARTIFACT_URI": (root / "artifacts").as_uri()}
     run = lambda *args: subprocess.run([*CLI, *args], capture_output=True, text=True, env=env)  # noqa: E731
     for proc in (run("ingest", str(root / "meters"), "--out", str(root / "ingest")),
-                 run("train", "--data", str(root / "ingest"), "--model-dir", str(root / "model")),
+                 run("train", "--data", str(root / "ingest"), "--model-dir", str(root / "model"), "--holdout-weeks", "1"),
                  run("predict", "--model-dir", str(root / "model"), "--data", str(root / "ingest"), "--out",
                      str(root / "forecasts.parquet"))):
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -57,6 +57,21 @@ def test_one_global_model_forecasts_every_good_meter(fleet):
     np.testing.assert_allclose(got["forecast_kw"], expected, rtol=1e-5)
     assert (got["origin"] == newest["event_timestamp"]).all()  # each at its own data's end
     assert set(fleet["printed"]["seconds"]) == {"publish", "online_read", "predict", "total"}
+
+
+def test_evaluate_reports_every_meter_against_its_own_persistence(fleet):
+    root, run = fleet["root"], fleet["run"]
+    proc = run("evaluate", "--model-dir", str(root / "model"), "--data", str(root / "ingest"), "--last-weeks", "1",
+               "--out", str(root / "eval"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(proc.stdout)
+    assert r["meters"] == 19 == len(r["by_meter"])
+    assert sum(m["hours"] for m in r["by_meter"].values()) == r["hours_scored"]
+    pooled = sum(m["mae_kw"] * m["hours"] for m in r["by_meter"].values()) / r["hours_scored"]
+    assert pooled == pytest.approx(r["mae_kw"], rel=1e-9)
+    assert 0 <= r["meters_beating_persistence"] <= 19
+    table = pd.read_csv(r["files"]["table"])
+    assert len(table) == 19 and open(r["files"]["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_day_ahead_model_gives_24_banded_hours_per_meter(fleet):
