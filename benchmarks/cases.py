@@ -61,7 +61,8 @@ def register(name: str):
 if __name__ == "__main__":
     import importlib
 
-    for module in ("benchmarks.features_bench", "benchmarks.fullsize_bench", "benchmarks.serving_bench"):
+    for module in ("benchmarks.features_bench", "benchmarks.fullsize_bench", "benchmarks.serving_bench",
+                   "benchmarks.fleet_bench"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:

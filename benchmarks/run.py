@@ -84,19 +84,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="the shared UCI slice")
     parser.add_argument("--rows", type=int, default=FULL_UCI_ROWS)
-    parser.add_argument("--only", choices=["ingest", "features", "fullsize", "serving", "loop"], action="append")
+    parser.add_argument("--only", choices=["ingest", "features", "fullsize", "serving", "loop", "fleet"], action="append")
     args = parser.parse_args()
     big = REPO / "data" / "bench" / f"household_{args.rows}.txt"
     if not big.exists():
         print(f"generating {big} ({args.rows:,} rows) ...", flush=True)
         make_big_file(args.data, big, args.rows)
-    sections = args.only or ["ingest", "features", "fullsize", "serving", "loop"]
+    sections = args.only or ["ingest", "features", "fullsize", "serving", "loop", "fleet"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "ingest" in sections:
             bench_cli_startup()
             bench_ingest(big, work)
-        for section in ("features", "fullsize", "serving", "loop"):
+        for section in ("features", "fullsize", "serving", "loop", "fleet"):
             if section not in sections:
                 continue
             try:

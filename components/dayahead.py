@@ -26,7 +26,8 @@ import pandas as pd
 import xgboost as xgb
 
 from smart_energy.components.errors import SmartEnergyError
-from smart_energy.components.features import DRIFT_FEATURES, FEATURES, _calendar, check_history, find_gaps, usable_usage
+from smart_energy.components.features import (DRIFT_FEATURES, FEATURES, _calendar,
+                                              find_gaps, keep_meters_with_history, usable_usage)
 from smart_energy.components.ingest import load_hourly
 from smart_energy.components.settings import Settings, get_settings
 
@@ -161,8 +162,7 @@ def train_dayahead(data: str | Path, model_dir: str | Path, settings: Settings |
     from smart_energy.components.train import holdout_start, library_versions, time_split
 
     settings = settings or get_settings()
-    hourly = load_hourly(data)
-    check_history(hourly)
+    hourly, meters_skipped = keep_meters_with_history(load_hourly(data))
     cutoff = pd.Timestamp(until, tz="UTC") if until else None
     if holdout_weeks:
         cutoff = holdout_start(hourly, holdout_weeks)
@@ -197,7 +197,7 @@ def train_dayahead(data: str | Path, model_dir: str | Path, settings: Settings |
         "conformal_kw": shift, "calibration_days": CALIBRATION_DAYS,
         "base_margin": "usage_mean_24h, else usage_lag_1h, else 1.0 (kW), for each quantile", "features": DAYAHEAD_FEATURES, "origin_features": FEATURES,
         "feature_service": "forecast_features_v1",
-        "meters": sorted(pairs["meter_id"].unique().tolist()),
+        "meters": sorted(pairs["meter_id"].unique().tolist()), "meters_skipped": meters_skipped,
         "training_window": {"start": str(pairs["event_timestamp"].min()), "end": str(pairs["target_timestamp"].max()),
                             "pairs": int(len(pairs)), "origins": int(pairs["event_timestamp"].nunique()),
                             "gaps": find_gaps(window)},
@@ -236,7 +236,8 @@ def scoring_pairs(data: pd.DataFrame, history: pd.DataFrame | None, settings: Se
 
     combined = data if history is None else pd.concat([history, data], ignore_index=True).drop_duplicates(
         ["meter_id", "timestamp"], keep="last")
-    check_history(combined)
+    combined, _ = keep_meters_with_history(combined)
+    data = data[data["meter_id"].isin(combined["meter_id"].unique())]
     entity = pd.DataFrame({"meter_id": data["meter_id"], "event_timestamp": data["timestamp"]})
     with scratch_feature_store(settings or get_settings()) as (store, scratch):
         publish(combined, store, scratch, materialize=False)

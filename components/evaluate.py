@@ -16,7 +16,7 @@ import pandas as pd
 import xgboost as xgb
 
 from smart_energy.components.errors import SmartEnergyError
-from smart_energy.components.features import FEATURES, check_history, find_gaps, labels
+from smart_energy.components.features import FEATURES, find_gaps, keep_meters_with_history, labels
 from smart_energy.components.ingest import load_hourly
 from smart_energy.components.registry import load_booster
 from smart_energy.components.settings import Settings, get_settings
@@ -46,7 +46,8 @@ def scoring_frame(data: pd.DataFrame, history: pd.DataFrame | None = None,
 
     combined = data if history is None else pd.concat([history, data], ignore_index=True).drop_duplicates(
         ["meter_id", "timestamp"], keep="last")
-    check_history(combined)
+    combined, _ = keep_meters_with_history(combined)  # a fleet's short meters are left out, one alone is refused
+    data = data[data["meter_id"].isin(combined["meter_id"].unique())]
     targets = labels(data)
     if targets.empty:
         raise SmartEnergyError("no hour can be scored: no hour of the data has a complete reading")

@@ -145,6 +145,22 @@ def check_history(hourly: pd.DataFrame, min_hours: int = 24 * 7 + 24) -> None:
             )
 
 
+def keep_meters_with_history(hourly: pd.DataFrame, min_hours: int = 24 * 7 + 24) -> tuple[pd.DataFrame, dict]:
+    """A fleet's meters with enough history, and the others by reason; one short meter does not stop the rest.
+
+    Raises:
+        FeatureError: when no meter has enough (for one meter, ``check_history``'s message).
+    """
+    complete = hourly.loc[hourly["is_complete"].astype(bool)].groupby("meter_id").size()
+    short = {str(m): f"only {int(complete.get(m, 0))} complete hours; need at least {min_hours}"
+             for m in hourly["meter_id"].unique() if int(complete.get(m, 0)) < min_hours}
+    if len(short) == hourly["meter_id"].nunique():
+        check_history(hourly, min_hours)  # raises with the first meter's reason
+    if not short:
+        return hourly, {}
+    return hourly[~hourly["meter_id"].astype(str).isin(short)].reset_index(drop=True), short
+
+
 def find_gaps(hourly: pd.DataFrame, min_hours: int = LONG_GAP_HOURS) -> list[dict]:
     """Runs of at least ``min_hours`` hours with no complete reading, per meter (reported, never bridged).
 

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from smart_energy.components.features import DRIFT_FEATURES, FEATURES, check_history, find_gaps, labels, window_start
+from smart_energy.components.features import (DRIFT_FEATURES, FEATURES, find_gaps, keep_meters_with_history, labels,
+                                              window_start)
 from smart_energy.components.ingest import load_hourly
 from smart_energy.components.registry import write_model_dir
 from smart_energy.components.settings import Settings, get_settings
@@ -140,8 +141,7 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
         The metadata written.
     """
     settings = settings or get_settings()
-    hourly = load_hourly(data)
-    check_history(hourly)
+    hourly, meters_skipped = keep_meters_with_history(load_hourly(data))
     cutoff = pd.Timestamp(until, tz="UTC") if until else None
     if holdout_weeks:
         cutoff = holdout_start(hourly, holdout_weeks)
@@ -170,6 +170,7 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
                   "reference_rows": int(min(len(frame[DRIFT_FEATURES].dropna()), DRIFT_REFERENCE_ROWS))},
         "feature_service": "forecast_features_v1",
         "meters": sorted(frame["meter_id"].unique().tolist()),
+        "meters_skipped": meters_skipped,
         "training_window": {"start": str(frame["event_timestamp"].min()), "end": str(frame["event_timestamp"].max()),
                             "hours": int(len(frame)),
                             "hours_skipped": {"target_missing": int(len(window) - len(frame))},

@@ -32,6 +32,8 @@ def fleet(shared_data, tmp_path_factory):
     make_fleet(shared_data, root / "meters", meters=19, days=16)
     good = (root / "meters" / "meter-00001.txt").read_bytes()
     (root / "meters" / "meter-corrupt.txt.gz").write_bytes(gzip.compress(good)[:20_000])
+    make_fleet(shared_data, root / "short", meters=1, days=5, seed=3)  # too little history to learn from
+    (root / "short" / "meter-00000.txt").rename(root / "meters" / "meter-short.txt")
     env = {**os.environ, "SE_FEATURE_REPO": str(copy_feature_repo(root / "feature_repo")),
            "SE_ARTIFACT_URI": (root / "artifacts").as_uri()}
     run = lambda *args: subprocess.run([*CLI, *args], capture_output=True, text=True, env=env)  # noqa: E731
@@ -47,10 +49,11 @@ def test_one_global_model_forecasts_every_good_meter(fleet):
     root = fleet["root"]
     forecasts = pd.read_parquet(root / "forecasts.parquet")
     hourly = pd.read_parquet(root / "ingest" / "hourly.parquet")
-    assert fleet["printed"]["meters"] == 19 == forecasts["meter_id"].nunique() == len(forecasts)
+    assert fleet["printed"]["meters"] == 20 == forecasts["meter_id"].nunique() == len(forecasts)
     assert set(forecasts["meter_id"]) == set(hourly["meter_id"]) and "meter-corrupt" not in set(forecasts["meter_id"])
     booster, meta = load_booster(root / "model")
-    assert len(meta["meters"]) == 19  # trained on all of them, one model
+    assert len(meta["meters"]) == 19  # trained on all of them, one model, but the one with 5 days
+    assert list(meta["meters_skipped"]) == ["meter-short"] and "complete hours" in meta["meters_skipped"]["meter-short"]
     newest = build_feature_frame(hourly).sort_values("event_timestamp").groupby("meter_id").tail(1).set_index("meter_id")
     expected = booster.predict(xgb.DMatrix(newest[meta["features"]], feature_names=meta["features"]))
     got = forecasts.set_index("meter_id").loc[newest.index]
@@ -65,7 +68,7 @@ def test_evaluate_reports_every_meter_against_its_own_persistence(fleet):
                "--out", str(root / "eval"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(proc.stdout)
-    assert r["meters"] == 19 == len(r["by_meter"])
+    assert r["meters"] == 19 == len(r["by_meter"])  # the short meter cannot be scored either
     assert sum(m["hours"] for m in r["by_meter"].values()) == r["hours_scored"]
     pooled = sum(m["mae_kw"] * m["hours"] for m in r["by_meter"].values()) / r["hours_scored"]
     assert pooled == pytest.approx(r["mae_kw"], rel=1e-9)
@@ -82,6 +85,6 @@ def test_a_day_ahead_model_gives_24_banded_hours_per_meter(fleet):
                str(root / "dayahead.parquet"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     forecasts = pd.read_parquet(root / "dayahead.parquet")
-    assert json.loads(proc.stdout)["rows"] == len(forecasts) == 19 * 24
+    assert json.loads(proc.stdout)["rows"] == len(forecasts) == 20 * 24
     assert (forecasts.groupby("meter_id").size() == 24).all()
     assert ((forecasts["p10_kw"] <= forecasts["p50_kw"]) & (forecasts["p50_kw"] <= forecasts["p90_kw"])).all()
