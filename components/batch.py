@@ -10,6 +10,7 @@ calibrated with the model's stored ``conformal_kw``).
 from __future__ import annotations
 
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,17 @@ def online_rows(store, meter_ids: list[str], features: list[str], chunk: int = C
     return frame[["meter_id", *features]]
 
 
+def shard_of(meter_id: str, shards: int) -> int:
+    """A meter's shard: stable across runs and machines (not Python's salted ``hash``)."""
+    return zlib.crc32(meter_id.encode()) % shards
+
+
 def batch_predict(model_dir: str | Path, data: str | Path, out: str | Path, settings: Settings | None = None,
-                  publish_features: bool = True) -> dict[str, Any]:
+                  publish_features: bool = True, shard: tuple[int, int] | None = None) -> dict[str, Any]:
     """Forecast every meter of ``data`` (ingest dir or raw file) at its data's end; write ``out`` (parquet).
+
+    With ``shard`` = (k, n), only the meters whose ``shard_of`` is k (the pipeline's parallel scoring tasks,
+    after one task published the features).
 
     Returns:
         ``meters``, ``rows``, ``seconds`` (total and by step), ``horizon_hours``, ``model_version``, ``out``.
@@ -61,9 +70,13 @@ def batch_predict(model_dir: str | Path, data: str | Path, out: str | Path, sett
         publish(hourly, store, settings)
         seconds["publish"] = time.perf_counter() - t
     meters = sorted(hourly["meter_id"].astype(str).unique())
+    if shard is not None:
+        meters = [m for m in meters if shard_of(m, shard[1]) == shard[0]]
+        hourly = hourly[hourly["meter_id"].astype(str).isin(meters)]
     origin_features = list(metadata.get("origin_features") or metadata["features"])
     t = time.perf_counter()
-    rows = online_rows(store, meters, origin_features)
+    rows = online_rows(store, meters, origin_features) if meters else pd.DataFrame(
+        columns=["meter_id", *origin_features])
     seconds["online_read"] = time.perf_counter() - t
     # the online row of a meter is for the hour after its last reading
     origin = (hourly.groupby("meter_id")["timestamp"].max() + pd.Timedelta(hours=1)).rename("event_timestamp")

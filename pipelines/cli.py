@@ -12,6 +12,8 @@ from smart_energy.components.settings import CHECKOUT, get_settings
 
 from smart_energy.pipelines.recurring_run import COMPILED, DAILY_CRON
 
+BATCH_COMPILED = COMPILED.with_name("batch_scoring_pipeline.yaml")
+
 # the shared slice beside a checkout (None for an installed wheel: --data is then required)
 DEFAULT_DATA = CHECKOUT.parent / "shared" / "data" / "household_power_consumption_2006-12_2007-02.txt" if CHECKOUT else None
 
@@ -26,6 +28,16 @@ def compile_pipeline(out: str | Path = COMPILED) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(training_pipeline, str(out))
     return out
+
+
+def compile_batch_pipeline(out: str | Path = BATCH_COMPILED) -> Path:
+    """Write the fleet's batch-scoring pipeline (ParallelFor over meter shards) as KFP IR YAML."""
+    from kfp import compiler
+
+    from smart_energy.pipelines.batch_pipeline import batch_scoring_pipeline
+
+    compiler.Compiler().compile(batch_scoring_pipeline, str(out))
+    return Path(out)
 
 
 def _params(args: argparse.Namespace) -> dict:
@@ -56,6 +68,8 @@ def print_run(run, stream=sys.stdout) -> None:
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     if args.action == "compile":
         print(compile_pipeline(args.out))
+        if args.out == COMPILED:  # the default: both committed pipelines
+            print(compile_batch_pipeline())
         return 0
     if args.action == "schedule":
         from smart_energy.pipelines.recurring_run import connect, schedule_daily

@@ -152,3 +152,55 @@ def deploy_request(decision: Input[Artifact], request: Output[Artifact]):
         yaml.safe_dump(body, fh, sort_keys=False, width=1000)
     print(yaml.safe_dump(body, sort_keys=False, width=1000))
     report_success(settings, promoted=bool(verdict["promote"]))  # the last step: the run succeeded
+
+
+# --------------------------------------------------------------------------- batch scoring (a fleet)
+
+
+@component
+def publish_fleet_features(data_uri: str, metrics: Output[Metrics]):
+    """Publish the fleet's features once (offline parquet, online store to the data's end) for the shards."""
+    from smart_energy.components.feast_store import open_feature_store, publish
+    from smart_energy.components.ingest import load_hourly
+    from smart_energy.components.settings import get_settings
+
+    settings = get_settings()
+    hourly = load_hourly(data_uri)
+    rows = publish(hourly, open_feature_store(settings), settings)
+    metrics.log_metric("meters", int(hourly["meter_id"].nunique()))
+    metrics.log_metric("feature_rows", len(rows))
+
+
+@component
+def shard_plan(shards: int) -> list:
+    """The shards to score in parallel: ``[0, 1, ..., shards - 1]``."""
+    return list(range(shards))
+
+
+@component
+def score_shard(data_uri: str, model_uri: str, shard: int, shards: int, forecasts: Output[Dataset],
+                metrics: Output[Metrics]):
+    """Batch forecasts of one shard's meters, read from Feast's online store in bulk."""
+    import tempfile
+
+    from smart_energy.components.batch import batch_predict
+    from smart_energy.components.registry import resolve_model_dir
+    from smart_energy.components.settings import get_settings
+
+    settings = get_settings()
+    model_dir = resolve_model_dir(model_uri, tempfile.mkdtemp(prefix="model-"), settings)
+    result = batch_predict(model_dir, data_uri, forecasts.path, settings, publish_features=False,
+                           shard=(shard, shards))
+    metrics.log_metric("meters", result["meters"])
+    metrics.log_metric("seconds", result["seconds"]["total"])
+
+
+@component
+def merge_forecasts(parts: Input[list[Dataset]], forecasts: Output[Dataset], metrics: Output[Metrics]):
+    """One parquet of every shard's forecasts."""
+    import pandas as pd
+
+    frame = pd.concat([pd.read_parquet(p.path) for p in parts], ignore_index=True)
+    frame.to_parquet(forecasts.path, index=False)
+    metrics.log_metric("meters", int(frame["meter_id"].nunique()))
+    metrics.log_metric("rows", len(frame))
