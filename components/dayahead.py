@@ -27,7 +27,7 @@ import xgboost as xgb
 
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.features import (DRIFT_FEATURES, FEATURES, _calendar,
-                                              find_gaps, keep_meters_with_history, usable_usage)
+                                              find_gaps, keep_meters_with_history, usable_usage, with_history)
 from smart_energy.components.ingest import load_hourly
 from smart_energy.components.settings import Settings, get_settings
 
@@ -134,7 +134,7 @@ def pinball(actual: np.ndarray, quantiles: np.ndarray) -> float:
 
 def conformal_shift(actual: np.ndarray, raw: np.ndarray, band: float = BAND) -> float:
     """CQR: the score quantile that makes [P10 - s, P90 + s] cover ``band`` of the calibration rows."""
-    scores = np.maximum(raw[:, 0] - actual, actual - raw[:, 2])
+    scores = conformity(actual, raw)
     n = len(scores)
     return float(np.quantile(scores, min(1.0, band * (n + 1) / n)))
 
@@ -234,9 +234,7 @@ def scoring_pairs(data: pd.DataFrame, history: pd.DataFrame | None, settings: Se
     """
     from smart_energy.components.feast_store import historical_features, publish, scratch_feature_store
 
-    combined = data if history is None else pd.concat([history, data], ignore_index=True).drop_duplicates(
-        ["meter_id", "timestamp"], keep="last")
-    combined, _ = keep_meters_with_history(combined)
+    combined, _ = keep_meters_with_history(with_history(data, history))
     data = data[data["meter_id"].isin(combined["meter_id"].unique())]
     entity = pd.DataFrame({"meter_id": data["meter_id"], "event_timestamp": data["timestamp"]})
     with scratch_feature_store(settings or get_settings()) as (store, scratch):

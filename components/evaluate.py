@@ -16,7 +16,7 @@ import pandas as pd
 import xgboost as xgb
 
 from smart_energy.components.errors import SmartEnergyError
-from smart_energy.components.features import FEATURES, find_gaps, keep_meters_with_history, labels
+from smart_energy.components.features import FEATURES, find_gaps, keep_meters_with_history, labels, with_history
 from smart_energy.components.ingest import load_hourly
 from smart_energy.components.registry import load_booster
 from smart_energy.components.settings import Settings, get_settings
@@ -44,9 +44,7 @@ def scoring_frame(data: pd.DataFrame, history: pd.DataFrame | None = None,
     """
     from smart_energy.components.feast_store import historical_features, publish, scratch_feature_store
 
-    combined = data if history is None else pd.concat([history, data], ignore_index=True).drop_duplicates(
-        ["meter_id", "timestamp"], keep="last")
-    combined, _ = keep_meters_with_history(combined)  # a fleet's short meters are left out, one alone is refused
+    combined, _ = keep_meters_with_history(with_history(data, history))  # a fleet's short meters are left out, one alone is refused
     data = data[data["meter_id"].isin(combined["meter_id"].unique())]
     targets = labels(data)
     if targets.empty:

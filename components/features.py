@@ -145,6 +145,14 @@ def check_history(hourly: pd.DataFrame, min_hours: int = 24 * 7 + 24) -> None:
             )
 
 
+def with_history(data: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:
+    """``history`` then ``data`` as one hourly frame (an hour in both: ``data``'s), in time order."""
+    if history is None:
+        return data
+    both = pd.concat([history, data], ignore_index=True).drop_duplicates(["meter_id", "timestamp"], keep="last")
+    return both.sort_values(["meter_id", "timestamp"], ignore_index=True)
+
+
 def keep_meters_with_history(hourly: pd.DataFrame, min_hours: int = 24 * 7 + 24) -> tuple[pd.DataFrame, dict]:
     """A fleet's meters with enough history, and the others by reason; one short meter does not stop the rest.
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from smart_energy.components.drift import verdict
 from smart_energy.components.evaluate import BASELINES, last_weeks_split, predict, scoring_frame
-from smart_energy.components.features import find_gaps
+from smart_energy.components.features import find_gaps, with_history
 from smart_energy.components.ingest import ingest_file, load_hourly
 from smart_energy.components.registry import load_booster, load_drift_detector
 from smart_energy.components.settings import Settings, get_settings
@@ -136,8 +136,7 @@ def dayahead_section(model_dir: str | Path, data: pd.DataFrame, history: pd.Data
     pairs, _ = scoring_pairs(data, history, settings)
     forecast = rolling_forecast(booster, pairs, metadata["conformal_kw"])
     scored = score_pairs(pairs, forecast)
-    combined = data if history is None else pd.concat([history, data], ignore_index=True).drop_duplicates(
-        ["meter_id", "timestamp"], keep="last").sort_values("timestamp", ignore_index=True)
+    combined = with_history(data, history)
     advice = advise(combined, next_24h(model_dir, combined), tariff, settings)
     numbers = {"model_version": metadata["version"], "hours_scored": scored["hours_scored"],
                "origins": scored["origins"], "mae_kw": scored["mae_kw"], "coverage_p10_p90": scored["coverage_p10_p90"],

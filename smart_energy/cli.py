@@ -136,17 +136,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_advise(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from smart_energy.components.advice import advise
     from smart_energy.components.dayahead import next_24h
+    from smart_energy.components.features import with_history
     from smart_energy.components.ingest import load_hourly
 
     settings = get_settings()
-    hourly = load_hourly(args.data)
-    if args.history:
-        hourly = pd.concat([load_hourly(args.history), hourly], ignore_index=True).drop_duplicates(
-            ["meter_id", "timestamp"], keep="last").sort_values("timestamp", ignore_index=True)
+    hourly = with_history(load_hourly(args.data), load_hourly(args.history) if args.history else None)
     if hourly["meter_id"].nunique() != 1:
         raise SmartEnergyError(f"advise takes one meter's readings; {args.data} has {hourly['meter_id'].nunique()}")
     forecast = next_24h(args.model_dir, hourly)

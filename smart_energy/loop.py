@@ -299,7 +299,6 @@ class Loop:
         latest = push(feast, tail, offline=False)
         ask_and_log(hours[0], latest[FEATURES].to_numpy(dtype=np.float64)[0], 0) if len(hours) else None
         self.drift.observe(latest[FEATURES].to_numpy(dtype=np.float64), keys=[(meter, hours[0])])
-        day_marks: list[dict[str, Any]] = []
 
         for i, hour in enumerate(hours):
             # 1. the hour's readings arrive; its forecasts are scored
@@ -350,7 +349,7 @@ class Loop:
                 self._retrain(hour + pd.Timedelta(hours=1), trigger, i)
                 seconds["retraining"] += time.monotonic() - t
             if (i + 1) % 24 == 0:
-                day_marks.append(self._progress(hour, rows[-24:]))
+                self._progress(hour, rows[-24:])
 
         metrics_text = self.production.metrics_text()
         if self.canary:
@@ -454,7 +453,7 @@ class Loop:
             self._event("promote", hour, version=c.deployment.version, previous=old.version, reason=d.reason,
                         **measured)
 
-    def _progress(self, hour: pd.Timestamp, day: list[dict[str, Any]]) -> dict[str, Any]:
+    def _progress(self, hour: pd.Timestamp, day: list[dict[str, Any]]) -> None:
         scored = [r for r in day if r.get("served_kw") is not None and r.get("actual_kw") is not None
                   and r.get("persistence_kw") is not None]
         mae = np.mean([abs(r["served_kw"] - r["actual_kw"]) for r in scored]) if scored else float("nan")
@@ -462,7 +461,6 @@ class Loop:
         canary = f", canary {self.canary.deployment.version} at {self.canary.percent}%" if self.canary else ""
         self.say(f"loop: {hour:%Y-%m-%d}: {len(scored)} h scored, served MAE {mae:.3f} kW (persistence {pers:.3f}), "
                  f"drift {self.drift_state}, production {self.production.version}{canary}")
-        return {"day": str(hour.date()), "mae_kw": mae}
 
     # ----------------------------------------------------------------- summary
 
