@@ -17,28 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.settings import Settings, get_settings
-
-CHUNK_METERS = 5000
-
-
-def online_rows(store, meter_ids: list[str], features: list[str], chunk: int = CHUNK_METERS) -> pd.DataFrame:
-    """Feast online rows of ``meter_ids`` (service ``forecast_features_v1``), ``chunk`` meters per read."""
-    from smart_energy.components.feast_store import FEATURE_SERVICE
-
-    service = store.get_feature_service(FEATURE_SERVICE)
-    parts = []
-    for i in range(0, len(meter_ids), chunk):
-        rows = [{"meter_id": m} for m in meter_ids[i:i + chunk]]
-        parts.append(store.get_online_features(features=service, entity_rows=rows).to_df())
-    frame = pd.concat(parts, ignore_index=True)
-    empty = frame[features].isna().all(axis=1)
-    if empty.any():
-        raise SmartEnergyError(f"no online features for {int(empty.sum())} meter(s), e.g. "
-                               f"{frame.loc[empty, 'meter_id'].iloc[0]!r}")
-    return frame[["meter_id", *features]]
-
 
 def shard_of(meter_id: str, shards: int) -> int:
     """A meter's shard: stable across runs and machines (not Python's salted ``hash``)."""
@@ -55,7 +34,7 @@ def batch_predict(model_dir: str | Path, data: str | Path, out: str | Path, sett
     Returns:
         ``meters``, ``rows``, ``seconds`` (total and by step), ``horizon_hours``, ``model_version``, ``out``.
     """
-    from smart_energy.components.feast_store import open_feature_store, publish
+    from smart_energy.components.feast_store import online_features, open_feature_store, publish
     from smart_energy.components.ingest import load_hourly
     from smart_energy.components.registry import load_booster
 
@@ -75,7 +54,7 @@ def batch_predict(model_dir: str | Path, data: str | Path, out: str | Path, sett
         hourly = hourly[hourly["meter_id"].astype(str).isin(meters)]
     origin_features = list(metadata.get("origin_features") or metadata["features"])
     t = time.perf_counter()
-    rows = online_rows(store, meters, origin_features) if meters else pd.DataFrame(
+    rows = online_features(store, meters, origin_features) if meters else pd.DataFrame(
         columns=["meter_id", *origin_features])
     seconds["online_read"] = time.perf_counter() - t
     # the online row of a meter is for the hour after its last reading

@@ -176,19 +176,25 @@ def historical_features(store, entity_df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["meter_id", "event_timestamp"]).reset_index(drop=True)
 
 
-def online_features(store, meter_ids: list[str]) -> pd.DataFrame:
-    """Latest online features per meter, columns in model order.
+def online_features(store, meter_ids: list[str], features: list[str] | None = None,
+                    chunk: int = 5000) -> pd.DataFrame:
+    """Latest online features per meter, columns in model order (``features``, default ``FEATURES``), read
+    ``chunk`` meters at a time (a fleet's batch forecast reads them all).
 
     Raises:
         FeatureStoreError: for a meter with no materialised features.
     """
+    features = list(features or FEATURES)
     service = store.get_feature_service(FEATURE_SERVICE)
-    rows = store.get_online_features(features=service, entity_rows=[{"meter_id": m} for m in meter_ids]).to_df()
-    empty = rows[FEATURES].isna().all(axis=1)
+    rows = pd.concat([store.get_online_features(features=service, entity_rows=[{"meter_id": m} for m in
+                                                                               meter_ids[i:i + chunk]]).to_df()
+                      for i in range(0, len(meter_ids), chunk)], ignore_index=True)
+    empty = rows[features].isna().all(axis=1)
     if empty.any():
-        missing = ", ".join(rows.loc[empty, "meter_id"].astype(str))
-        raise FeatureStoreError(f"no online features for meter(s) {missing} (unknown meter or never materialised)")
-    return rows[["meter_id", *FEATURES]]
+        missing = rows.loc[empty, "meter_id"].astype(str)
+        listed = ", ".join(missing.iloc[:5]) + (f" … ({len(missing)} meters)" if len(missing) > 5 else "")
+        raise FeatureStoreError(f"no online features for meter(s) {listed} (unknown meter or never materialised)")
+    return rows[["meter_id", *features]]
 
 
 def push(store, hourly: pd.DataFrame, offline: bool = True) -> pd.DataFrame:
