@@ -279,6 +279,19 @@ def rolling_forecast(booster: xgb.Booster, pairs: pd.DataFrame, fallback: float)
     return calibrate(raw, shift)
 
 
+def score_hourly(booster: xgb.Booster, metadata: dict[str, Any], data: pd.DataFrame, history: pd.DataFrame | None,
+                 settings: Settings | None = None) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray]:
+    """Every origin hour of ``data`` scored (each band calibrated on the pairs before it): the result, the pairs
+    and their forecasts (what ``evaluate`` prints and the monitoring report plots)."""
+    pairs, skipped = scoring_pairs(data, history, settings)
+    forecast = rolling_forecast(booster, pairs, metadata["conformal_kw"])
+    result = {"horizon_hours": HORIZON_HOURS, "model_version": metadata["version"], "quantiles": list(QUANTILES)}
+    result |= score_pairs(pairs, forecast)
+    result |= {"pairs_skipped": skipped, "gaps": find_gaps(data),
+               "first_origin": str(pairs["event_timestamp"].min()), "last_origin": str(pairs["event_timestamp"].max())}
+    return result, pairs, forecast
+
+
 def evaluate_dayahead(model_dir: str | Path, data: str | Path, history: str | Path | None = None,
                       last_weeks: int = 0, settings: Settings | None = None) -> dict[str, Any]:
     """Score a day-ahead model on every origin hour of ``data`` (its last weeks with ``last_weeks``); the band of
@@ -289,11 +302,7 @@ def evaluate_dayahead(model_dir: str | Path, data: str | Path, history: str | Pa
     booster, metadata = load_booster(model_dir)
     data_hourly, history_hourly = last_weeks_split(load_hourly(data), load_hourly(history) if history else None,
                                                    last_weeks)
-    pairs, skipped = scoring_pairs(data_hourly, history_hourly, settings)
-    result = {"horizon_hours": HORIZON_HOURS, "model_version": metadata["version"], "quantiles": list(QUANTILES)}
-    result |= score_pairs(pairs, rolling_forecast(booster, pairs, metadata["conformal_kw"]))
-    return result | {"pairs_skipped": skipped, "gaps": find_gaps(data_hourly),
-                     "first_origin": str(pairs["event_timestamp"].min()), "last_origin": str(pairs["event_timestamp"].max())}
+    return score_hourly(booster, metadata, data_hourly, history_hourly, settings)[0]
 
 
 def next_24h(model_dir: str | Path, hourly: pd.DataFrame) -> pd.DataFrame:

@@ -129,13 +129,11 @@ def dayahead_section(model_dir: str | Path, data: pd.DataFrame, history: pd.Data
     """The day-ahead model on the monitored hours (every origin, rolling calibration) and the advice for the 24 h
     after the data: numbers, and the frames for the band and load plots."""
     from smart_energy.components.advice import LOADS, advise
-    from smart_energy.components.dayahead import next_24h, rolling_forecast, score_pairs, scoring_pairs
+    from smart_energy.components.dayahead import next_24h, score_hourly
     from smart_energy.components.registry import load_booster
 
     booster, metadata = load_booster(model_dir)
-    pairs, _ = scoring_pairs(data, history, settings)
-    forecast = rolling_forecast(booster, pairs, metadata["conformal_kw"])
-    scored = score_pairs(pairs, forecast)
+    scored, pairs, forecast = score_hourly(booster, metadata, data, history, settings)
     combined = with_history(data, history)
     advice = advise(combined, next_24h(model_dir, combined), tariff, settings)
     numbers = {"model_version": metadata["version"], "hours_scored": scored["hours_scored"],
