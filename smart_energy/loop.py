@@ -264,7 +264,16 @@ class Loop:
         self._set_stage_metric()
 
         meter = self.settings.meter_id
-        known = history.copy()
+        # history then data, one row per hour; the readings known after replay hour i are the first
+        # len(history) + i + 1 rows (sliced, never copied or concatenated hour by hour)
+        timeline = pd.concat([history, data], ignore_index=True)
+        seen = len(history)
+
+        def recent(end: int) -> pd.DataFrame:
+            """The known rows (the first ``end``) within ``TAIL_HOURS`` of the newest."""
+            part = timeline.iloc[max(0, end - TAIL_HOURS - 1):end]
+            return part[part["timestamp"] > part["timestamp"].iloc[-1] - pd.Timedelta(hours=TAIL_HOURS)]
+
         hours = list(data["timestamp"])
         if self.max_hours is not None:
             hours = hours[: self.max_hours]
@@ -295,19 +304,18 @@ class Loop:
             pending[target] = entry
 
         # the first hour to forecast follows the history: its feature row is pushed before the replay starts
-        tail = known[known["timestamp"] > known["timestamp"].max() - pd.Timedelta(hours=TAIL_HOURS)]
-        latest = push(feast, tail, offline=False)
+        latest = push(feast, recent(seen), offline=False)
         ask_and_log(hours[0], latest[FEATURES].to_numpy(dtype=np.float64)[0], 0) if len(hours) else None
         self.drift.observe(latest[FEATURES].to_numpy(dtype=np.float64), keys=[(meter, hours[0])])
 
         for i, hour in enumerate(hours):
             # 1. the hour's readings arrive; its forecasts are scored
-            known = pd.concat([known, data[data["timestamp"] == hour]], ignore_index=True)
+            last_two = timeline.iloc[seen + i - 1:seen + i + 1]
             entry = pending.pop(hour, {"hour": hour})
-            usage = usable_usage(known.tail(2))
+            usage = usable_usage(last_two)
             entry["actual_kw"] = float(usage.iloc[-1]) if pd.notna(usage.iloc[-1]) else None
             entry["persistence_kw"] = float(usage.iloc[-2]) if len(usage) > 1 and pd.notna(usage.iloc[-2]) else None
-            if known["timestamp"].iloc[-2] != hour - pd.Timedelta(hours=1):  # not the hour before
+            if last_two["timestamp"].iloc[0] != hour - pd.Timedelta(hours=1):  # not the hour before
                 entry["persistence_kw"] = None
             rows.append(entry)
             self.m_hours.inc()
@@ -322,8 +330,7 @@ class Loop:
                 break
             nxt = hours[i + 1]
             # 2. the next hour's feature row goes to Feast's online store; both servers are asked
-            tail = known[known["timestamp"] > hour - pd.Timedelta(hours=TAIL_HOURS)]
-            latest = push(feast, tail, offline=False)
+            latest = push(feast, recent(seen + i + 1), offline=False)
             row = latest[FEATURES].to_numpy(dtype=np.float64)[0]
             if latest["event_timestamp"].iloc[0] != nxt:  # a hole in the data: the row is for the hour after hour
                 row = np.full(len(FEATURES), np.nan)
