@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 SE := $(VENV)/bin/smart-energy
 DATA ?= ../shared/data/household_power_consumption_2006-12_2007-02.txt
 # Debian packages the tests and benchmarks run for real: promtool + prometheus, its pushgateway, redis-server, wrk,
-# chromium (the monitoring report opened in a real headless browser).
-APT_PACKAGES := prometheus prometheus-pushgateway redis-server wrk chromium
+# chromium (the monitoring report opened in a real headless browser), a Java 17 runtime for Spark in local mode.
+APT_PACKAGES := prometheus prometheus-pushgateway redis-server wrk chromium openjdk-17-jre-headless
 PYTEST_ARGS ?=
 
 .PHONY: install system-deps test demo bench backtest monitor lock compile cluster clean

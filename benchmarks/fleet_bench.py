@@ -1,10 +1,13 @@
-"""The fleet at 10, 100 and 1,000 meters (synthetic, `make_fleet.py`; 8 days of minute readings each): ingest,
-feature publish, global training and batch prediction, each in its own process, seconds and peak RSS, and the
-cost per meter; then 10,000 meters from hourly synthetic data (their minute files would be ~7 GB): publish,
-training, and the batch forecast against its 60 s target. Embedded default only: the Spark path is not built."""
+"""The fleet at 10, 100, 1,000 and 10,000 meters (synthetic, `make_fleet.py`): ingest, feature publish, global
+training and batch prediction, each in its own process, on the embedded default and on Spark in local mode
+(SE_ENGINE=spark) side by side: seconds, peak RSS of the whole process tree (Spark's JVM and Python workers
+included) and the cost per meter. 10, 100 and 1,000 meters have 8 days of minute readings each; 10,000 meters
+are hourly synthetic data (9 days; their minute files would be ~7 GB). Then the 10,000-meter batch forecast
+against its 60 s target, the per-meter cost from 100 to 10,000 meters, and the extrapolation to 100,000."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +17,37 @@ from smart_energy.components.feast_store import copy_feature_repo
 
 SIZES = (10, 100, 1000)
 DAYS = 8
+ENGINES = ("embedded", "spark")
+STEPS = ("publish", "train", "predict")
+
+
+class TreePeak:
+    """Peak RSS (MiB) of this process and all its descendants, sampled every 0.2 s (Spark's JVM is a child)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.peak, self._stop, self._me = 0.0, threading.Event(), psutil.Process()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            total = 0
+            for proc in [self._me, *self._me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total / 2**20)
+            self._stop.wait(0.2)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
 
 
 @register("fleet_ingest")
@@ -26,79 +60,131 @@ def fleet_ingest(meters_dir: str, out: str) -> dict:
     return {"seconds": time.perf_counter() - start, "meters": len(result.by_meter), "hours": len(result.hourly)}
 
 
-def _settings(repo: str):
+def _settings(repo: str, engine: str):
     from smart_energy.components.settings import Settings
 
-    return Settings(feature_repo=Path(repo), artifact_uri=(Path(repo).parent / "artifacts").as_uri())
+    return Settings(feature_repo=Path(repo), artifact_uri=(Path(repo).parent / "artifacts").as_uri(), engine=engine,
+                    feature_source="data/hourly_features" + (".parquet" if engine == "embedded" else ""))
+
+
+def _measured(step):
+    """Run ``step() -> dict`` with the process tree's peak RSS; Spark stopped first, so its JVM is counted whole."""
+    peak = TreePeak()
+    start = time.perf_counter()
+    result = step()
+    result["seconds"] = time.perf_counter() - start
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
+    result["peak_mib"] = peak.stop()
+    return result
 
 
 @register("fleet_publish")
-def fleet_publish(ingest_dir: str, repo: str) -> dict:
+def fleet_publish(ingest_dir: str, repo: str, engine: str) -> dict:
     from smart_energy.components.feast_store import open_feature_store, publish
     from smart_energy.components.ingest import load_hourly
 
-    settings = _settings(repo)
-    hourly = load_hourly(ingest_dir)
-    start = time.perf_counter()
-    rows = publish(hourly, open_feature_store(settings), settings)
-    return {"seconds": time.perf_counter() - start, "rows": len(rows)}
+    settings = _settings(repo, engine)
+
+    def step() -> dict:
+        if engine == "spark":  # Spark reads the parquet itself
+            from smart_energy.components.spark_engine import read_hourly, spark_session
+
+            hourly = read_hourly(spark_session(settings), ingest_dir)
+        else:
+            hourly = load_hourly(ingest_dir)
+        publish(hourly, open_feature_store(settings), settings)
+        return {}
+
+    return _measured(step)
 
 
 @register("fleet_train")
-def fleet_train(ingest_dir: str, repo: str, model_dir: str) -> dict:
+def fleet_train(ingest_dir: str, repo: str, model_dir: str, engine: str) -> dict:
     from smart_energy.components.train import train
 
-    start = time.perf_counter()
-    metadata = train(ingest_dir, model_dir, _settings(repo), publish_features=False)
-    return {"seconds": time.perf_counter() - start, "hours": metadata["training_window"]["hours"]}
+    return _measured(lambda: {"hours": train(ingest_dir, model_dir, _settings(repo, engine),
+                                             publish_features=False)["training_window"]["hours"]})
 
 
 @register("fleet_predict")
-def fleet_predict(ingest_dir: str, repo: str, model_dir: str, out: str) -> dict:
+def fleet_predict(ingest_dir: str, repo: str, model_dir: str, out: str, engine: str) -> dict:
+    """The batch forecast from the features the publish step put in the online store (read back, then predicted)."""
     from smart_energy.components.batch import batch_predict
 
-    result = batch_predict(model_dir, ingest_dir, out, _settings(repo), publish_features=False)
-    return {"seconds": result["seconds"]["total"], "meters": result["meters"],
-            "online_read": result["seconds"]["online_read"]}
+    def step() -> dict:
+        r = batch_predict(model_dir, ingest_dir, out, _settings(repo, engine), publish_features=False)
+        return {"meters": r["meters"], "online_read": r["seconds"]["online_read"]}
+
+    return _measured(step)
+
+
+def _row(n: int, name: str, results: dict[str, dict]) -> str:
+    cells = [f"{n:7,} {name:8}"]
+    for engine in ENGINES:
+        r = results.get(engine)
+        cells.append(f"{r['seconds']:9.2f} {r['peak_mib']:8.0f} {1000 * r['seconds'] / n:9.2f}" if r else f"{'':28}")
+    return "  ".join(cells)
+
+
+def _run_size(n: int, root: Path, run_case) -> dict[str, dict[str, dict]]:
+    """Publish, train and predict on both engines for the fleet ingested in ``root / 'ingest'``."""
+    results: dict[str, dict[str, dict]] = {step: {} for step in STEPS}
+    for engine in ENGINES:
+        repo = str(copy_feature_repo(root / engine / "feature_repo"))
+        model = str(root / engine / "model")
+        results["publish"][engine] = run_case("fleet_publish", str(root / "ingest"), repo, engine)
+        results["train"][engine] = run_case("fleet_train", str(root / "ingest"), repo, model, engine)
+        results["predict"][engine] = run_case("fleet_predict", str(root / "ingest"), repo, model,
+                                              str(root / engine / "forecasts.parquet"), engine)
+    for step in STEPS:
+        print(_row(n, step, results[step]), flush=True)
+    return results
 
 
 def bench(big: Path, work: Path, run_case, shared: Path) -> None:
     source = load_source(shared)
-    print(f"\n== fleet: synthetic meters ({DAYS} days of minute readings each), embedded default ==")
-    print(f"{'meters':>7} {'step':10} {'seconds':>9} {'peak MiB':>9} {'ms/meter':>9}")
+    print("\n== fleet: synthetic meters, embedded default vs Spark local mode (SE_ENGINE=spark), same data ==")
+    print(f"{'meters':>7} {'step':8}  {'embedded s':>9} {'peak MiB':>8} {'ms/meter':>9}  "
+          f"{'spark s':>9} {'peak MiB':>8} {'ms/meter':>9}")
+    sizes: dict[int, dict] = {}
     for n in SIZES:
         root = work / f"fleet{n}"
         started = time.perf_counter()
         make_fleet(shared, root / "meters", n, DAYS, source=source)
-        print(f"{n:7,} {'(generate)':10} {time.perf_counter() - started:9.1f}", flush=True)
-        repo = str(copy_feature_repo(root / "feature_repo"))
-        steps = [("ingest", run_case("fleet_ingest", str(root / "meters"), str(root / "ingest"))),
-                 ("publish", run_case("fleet_publish", str(root / "ingest"), repo)),
-                 ("train", run_case("fleet_train", str(root / "ingest"), repo, str(root / "model"))),
-                 ("predict", run_case("fleet_predict", str(root / "ingest"), repo, str(root / "model"),
-                                      str(root / "forecasts.parquet")))]
-        for name, r in steps:
-            print(f"{n:7,} {name:10} {r['seconds']:9.2f} {r['peak_mib']:9.0f} {1000 * r['seconds'] / n:9.2f}",
-                  flush=True)
-    bench_10k(work, run_case, shared)
-
-
-def bench_10k(work: Path, run_case, shared: Path) -> None:
-    """10,000 meters from hourly synthetic data: publish, train, batch forecast (target: forecast <= 60 s)."""
+        generated = time.perf_counter() - started
+        ingest = run_case("fleet_ingest", str(root / "meters"), str(root / "ingest"))
+        print(f"{n:7,} {'ingest':8}  {ingest['seconds']:9.2f} {ingest['peak_mib']:8.0f} "
+              f"{1000 * ingest['seconds'] / n:9.2f}  (one step for both; generated in {generated:.1f} s)", flush=True)
+        sizes[n] = _run_size(n, root, run_case)
     n = 10_000
     root = work / f"fleet{n}"
-    started = time.perf_counter()
     (root / "ingest").mkdir(parents=True, exist_ok=True)
-    make_fleet_hourly(shared, n, DAYS + 1).to_parquet(root / "ingest" / "hourly.parquet", index=False)
-    print(f"{n:7,} {'(generate)':10} {time.perf_counter() - started:9.1f}  hourly, synthetic", flush=True)
-    repo = str(copy_feature_repo(root / "feature_repo"))
-    steps = [("publish", run_case("fleet_publish", str(root / "ingest"), repo)),
-             ("train", run_case("fleet_train", str(root / "ingest"), repo, str(root / "model"))),
-             ("predict", run_case("fleet_predict", str(root / "ingest"), repo, str(root / "model"),
-                                  str(root / "forecasts.parquet")))]
-    for name, r in steps:
-        print(f"{n:7,} {name:10} {r['seconds']:9.2f} {r['peak_mib']:9.0f} {1000 * r['seconds'] / n:9.2f}", flush=True)
-    predict = steps[-1][1]
+    from smart_energy.components.ingest import write_hourly_parquet
+
+    write_hourly_parquet(make_fleet_hourly(shared, n, DAYS + 1), root / "ingest" / "hourly.parquet")
+    print(f"{n:7,} {'(hourly synthetic data, 9 days: no ingest)':40}", flush=True)
+    sizes[n] = _run_size(n, root, run_case)
+    summarise(sizes)
+
+
+def summarise(sizes: dict[int, dict]) -> None:
+    """The 60 s target, per-meter cost from 100 to 10,000 meters, and 100,000 meters extrapolated."""
+    predict = sizes[10_000]["predict"]["embedded"]
     verdict = "OK" if predict["seconds"] <= 60 else "NOT MET"
-    print(f"10,000 meters' next-hour batch forecast (online read {predict['online_read']:.1f} s + predict): "
+    print(f"10,000 meters' next-hour batch forecast, embedded (online read {predict['online_read']:.1f} s + predict): "
           f"{predict['seconds']:.1f} s (target <= 60 s) {verdict}")
+    for engine in ENGINES:
+        for step in ("publish", "train"):
+            cost = {n: 1000 * sizes[n][step][engine]["seconds"] / n for n in (100, 1000, 10_000)}
+            flat = cost[10_000] <= 1.25 * cost[1000] and cost[1000] <= 1.25 * cost[100]
+            print(f"{engine:8} {step:7} ms/meter at 100 / 1,000 / 10,000 meters: {cost[100]:.2f} / {cost[1000]:.2f} / "
+                  f"{cost[10_000]:.2f}  {'flat or falling' if flat else 'RISING'}")
+    for engine in ENGINES:
+        total = sum(sizes[10_000][s][engine]["seconds"] for s in STEPS)
+        peak = max(sizes[10_000][s][engine]["peak_mib"] for s in STEPS)
+        print(f"100,000 meters extrapolated ({engine}, linear from 10,000): ~{10 * total / 60:.0f} min on these 2 cores, "
+              f"peak ~{10 * peak / 1024:.1f} GiB if memory grows with the meters")

@@ -42,7 +42,16 @@ def repo_config(settings: Settings):
 
     repo = Path(settings.feature_repo).resolve()
     raw = yaml.safe_load((repo / "feature_store.yaml").read_text())
-    raw["offline_store"] = {"type": OFFLINE_STORE}
+    if settings.engine == "spark":
+        from smart_energy.components.spark_engine import spark_conf
+
+        # Feast's Spark offline store (point-in-time joins) and Spark materialisation, partitioned over meters
+        raw["offline_store"] = {"type": "spark", "spark_conf": spark_conf(settings)}
+        raw["batch_engine"] = {"type": "spark.engine", "partitions": settings.spark_partitions}
+    elif settings.engine == "embedded":
+        raw["offline_store"] = {"type": OFFLINE_STORE}
+    else:
+        raise SmartEnergyError(f"SE_ENGINE must be embedded or spark, not {settings.engine!r}")
     # Relative paths in the yaml mean the repo's, whatever the working directory (Feast would take the cwd's).
     if settings.online_store == "sqlite" and not Path(raw["online_store"]["path"]).is_absolute():
         raw["online_store"] = {**raw["online_store"], "path": str(repo / raw["online_store"]["path"])}
@@ -92,21 +101,22 @@ def copy_feature_repo(dest: str | Path) -> Path:
 
 def definitions(settings: Settings) -> list:
     """The Feast objects declared in ``feature_repo/feature_definitions.py``."""
-    from feast import Entity, FeatureService, FeatureView, PushSource
+    from feast import Entity, FeatureService, FeatureView, FileSource, PushSource
 
     path = Path(settings.feature_repo) / "feature_definitions.py"
     if not path.is_file():  # a config-only repo (the cluster's ConfigMap): the definitions ship with the code
         path = PACKAGED_FEATURE_REPO / "feature_definitions.py"
     spec = importlib.util.spec_from_file_location("smart_energy_feature_definitions", path)
     module = importlib.util.module_from_spec(spec)
+    # The file reads the process's settings (as `feast apply` would); ours may differ (a scratch store, a test).
+    module.SMART_ENERGY_SETTINGS = settings
     spec.loader.exec_module(module)
     kinds = (Entity, FeatureView, FeatureService, PushSource)
     objects = [v for v in vars(module).values() if isinstance(v, kinds)]
-    # The file reads the process's settings (as `feast apply` would); ours may differ (a scratch store, a test).
     for push_source in (o for o in objects if isinstance(o, PushSource)):
-        options = push_source.batch_source.file_options
-        options.uri = settings.feature_source_path
-        options.s3_endpoint_override = settings.s3_endpoint_url
+        if isinstance(push_source.batch_source, FileSource):  # a repo seeded by an older version reads no settings
+            push_source.batch_source.file_options.uri = settings.feature_source_path
+            push_source.batch_source.file_options.s3_endpoint_override = settings.s3_endpoint_url
     return objects
 
 
@@ -140,11 +150,16 @@ def apply(store, settings: Settings) -> None:
 
 
 def publish(hourly: pd.DataFrame, store, settings: Settings, materialize: bool = True) -> pd.DataFrame:
-    """Build features from ``hourly``, write the offline parquet, apply, and materialise its range online.
+    """Build features from ``hourly``, write the offline parquet, apply, and materialise its range online
+    (with ``SE_ENGINE=spark``, all of it on Spark: ``spark_engine.publish``).
 
     Materialisation runs over the data's own range (``materialize(start, end)``), not
     ``materialize_incremental``, which backfills only one TTL before *now*.
     """
+    if settings.engine == "spark":
+        from smart_energy.components import spark_engine
+
+        return spark_engine.publish(hourly, store, settings, materialize)
     features = build_feature_frame(hourly)
     path = settings.feature_source_path
     if "://" in path:
@@ -159,20 +174,26 @@ def publish(hourly: pd.DataFrame, store, settings: Settings, materialize: bool =
     if materialize:
         start = features["event_timestamp"].min().to_pydatetime()
         end = features["event_timestamp"].max().to_pydatetime() + timedelta(seconds=1)
-        # Feast reports progress on stdout, which is for our results: on a terminal it goes to stderr, else
-        # our own one line says what happened
-        with contextlib.redirect_stdout(sys.stderr if sys.stderr.isatty() else io.StringIO()):
-            store.materialize(start, end)
-        if not sys.stderr.isatty():
-            print(f"features: {len(features):,} rows ({start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}) materialised "
-                  f"into the {store.config.online_store.type} online store", file=sys.stderr)
+        report_materialised(store, len(features), start, end, lambda: store.materialize(start, end))
     return features
+
+
+def report_materialised(store, rows: int, start, end, run) -> None:
+    """Run a materialisation: Feast reports progress on stdout, which is for our results; on a terminal it goes to
+    stderr, else our own one line says what happened."""
+    with contextlib.redirect_stdout(sys.stderr if sys.stderr.isatty() else io.StringIO()):
+        run()
+    if not sys.stderr.isatty():
+        print(f"features: {rows:,} rows ({start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}) materialised "
+              f"into the {store.config.online_store.type} online store", file=sys.stderr)
 
 
 def historical_features(store, entity_df: pd.DataFrame) -> pd.DataFrame:
     """Point-in-time correct features for ``entity_df`` (``meter_id``, ``event_timestamp``, extra columns kept)."""
     service = store.get_feature_service(FEATURE_SERVICE)
     out = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    if out["event_timestamp"].dt.tz is None:  # the Spark store's are UTC, handed over naive
+        out["event_timestamp"] = out["event_timestamp"].dt.tz_localize("UTC")
     return out.sort_values(["meter_id", "event_timestamp"]).reset_index(drop=True)
 
 

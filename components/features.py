@@ -45,52 +45,92 @@ def usable_usage(hourly: pd.DataFrame) -> pd.Series:
 
 
 def _calendar(ts: pd.DatetimeIndex) -> pd.DataFrame:
-    years = range(ts.year.min(), ts.year.max() + 1) if len(ts) else []
+    """Calendar columns of ``ts``, computed once per distinct hour (a fleet's meters share one calendar)."""
+    hours, where = np.unique(ts.asi8, return_inverse=True)
+    unique = pd.DatetimeIndex(hours.astype("datetime64[ns]")).tz_localize(ts.tz)
+    years = range(unique.year.min(), unique.year.max() + 1) if len(unique) else []
     fr = holidays.country_holidays(HOLIDAY_COUNTRY, years=years)
-    dates = ts.date
-    return pd.DataFrame(
+    days = unique.normalize()
+    holiday_days = {d for d in days.unique() if d.date() in fr}
+    cal = pd.DataFrame(
         {
-            "hour_of_day": ts.hour.astype(np.int64),
-            "day_of_week": ts.dayofweek.astype(np.int64),
-            "month": ts.month.astype(np.int64),
-            "is_weekend": (ts.dayofweek >= 5).astype(np.int64),
-            "is_holiday": np.fromiter((d in fr for d in dates), dtype=bool, count=len(ts)).astype(np.int64),
-        },
-        index=ts,
+            "hour_of_day": unique.hour.astype(np.int64),
+            "day_of_week": unique.dayofweek.astype(np.int64),
+            "month": unique.month.astype(np.int64),
+            "is_weekend": (unique.dayofweek >= 5).astype(np.int64),
+            "is_holiday": days.isin(list(holiday_days)).astype(np.int64),
+        }
     )
+    return cal.iloc[where].reset_index(drop=True)
 
 
-def _meter_features(hourly: pd.DataFrame) -> pd.DataFrame:
-    """Feature rows for one meter on a continuous hourly grid, one hour past its last reading."""
-    hourly = hourly.sort_values("timestamp").set_index("timestamp")
-    grid = pd.date_range(hourly.index.min(), hourly.index.max() + pd.Timedelta(hours=1), freq="h")
-    hourly = hourly.reindex(grid)
-    hourly["is_complete"] = hourly["is_complete"].astype("boolean").fillna(False).astype(bool)
-    usage = usable_usage(hourly)
-    known = usage.shift(1)  # at the start of hour H, hour H-1 is the latest known
-    out = pd.DataFrame(index=grid)
+def _grid(hourly: pd.DataFrame) -> pd.DataFrame:
+    """Every meter on a continuous hourly grid from its first reading to one hour past its last.
+
+    Returns:
+        The grid's rows sorted by meter and hour, with ``hourly``'s columns (NaN where no hour was
+        read), and ``position``: the row's hour index within its meter (0 at its first hour).
+    """
+    span = hourly.groupby("meter_id", sort=True)["timestamp"].agg(["min", "max"])
+    hour = pd.Timedelta(hours=1).value
+    first = pd.DatetimeIndex(span["min"]).tz_convert("UTC").as_unit("ns").asi8
+    last = pd.DatetimeIndex(span["max"]).tz_convert("UTC").as_unit("ns").asi8
+    counts = (last - first) // hour + 2
+    position = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    stamps = pd.DatetimeIndex(np.repeat(first, counts) + position * hour, tz="UTC")
+    keys = pd.MultiIndex.from_arrays([np.repeat(span.index.to_numpy(), counts), stamps],
+                                     names=["meter_id", "timestamp"])
+    grid = hourly.set_index(["meter_id", "timestamp"]).reindex(keys).reset_index()
+    grid["position"] = position
+    return grid
+
+
+def _shift(values: pd.Series, k: int, position: np.ndarray) -> pd.Series:
+    """``values`` ``k`` hours earlier within each meter (NaN before the meter's first hour)."""
+    return values.shift(k).where(position >= k)
+
+
+def _rolling(values: pd.Series, window: int, position: np.ndarray, stat: str) -> pd.Series:
+    """Statistic of the ``window`` hours ending at each hour, within each meter; NaN if any hour is missing."""
+    out = getattr(values.rolling(window, min_periods=window), stat)()
+    return out.where(position >= window - 1)
+
+
+def meter_features(hourly: pd.DataFrame) -> pd.DataFrame:
+    """Feature rows for one or many meters, in one vectorised pass (no per-meter loop).
+
+    Each meter is put on a continuous hourly grid one hour past its last reading; lags and windows
+    are taken along the grid and never reach into another meter's hours. This is also the function
+    Spark runs per group of meters (``components/spark_engine.py``).
+    """
+    grid = _grid(hourly)
+    pos = grid["position"].to_numpy()
+    complete = grid["is_complete"].astype("boolean").fillna(False).astype(bool)
+    grid["is_complete"] = complete
+    usage = usable_usage(grid)
+    known = _shift(usage, 1, pos)  # at the start of hour H, hour H-1 is the latest known
+    out = pd.DataFrame({"meter_id": grid["meter_id"], "event_timestamp": grid["timestamp"]})
     for k in LAGS:
-        out[f"usage_lag_{k}h"] = usage.shift(k)
-    out["usage_last_15min"] = hourly["last_15min_kw"].shift(1)
-    out["sub_metering_3_lag_1h"] = hourly["sub_metering_3_kw"].where(hourly["is_complete"]).shift(1)
-    out["reactive_lag_1h"] = hourly["global_reactive_power_kw"].where(hourly["is_complete"]).shift(1)
+        out[f"usage_lag_{k}h"] = _shift(usage, k, pos)
+    out["usage_last_15min"] = _shift(grid["last_15min_kw"], 1, pos)
+    out["sub_metering_3_lag_1h"] = _shift(grid["sub_metering_3_kw"].where(complete), 1, pos)
+    out["reactive_lag_1h"] = _shift(grid["global_reactive_power_kw"].where(complete), 1, pos)
     # A window that reaches into a missing or incomplete hour is missing itself: never bridged.
     for w in WINDOWS:
-        roll = known.rolling(w, min_periods=w)
-        out[f"usage_mean_{w}h"] = roll.mean()
-        out[f"usage_std_{w}h"] = roll.std()
-    total = usage.rolling(24, min_periods=24).sum().shift(1)
-    parts = {}
-    for s in SUB_METERS:
-        part = hourly[f"{s}_kw"].where(hourly["is_complete"])
-        parts[s] = part.rolling(24, min_periods=24).sum().shift(1)
+        out[f"usage_mean_{w}h"] = _shift(_rolling(usage, w, pos, "mean"), 1, pos)
+        out[f"usage_std_{w}h"] = _shift(_rolling(usage, w, pos, "std"), 1, pos)
+    total = _shift(_rolling(usage, 24, pos, "sum"), 1, pos)
+    parts = {s: _shift(_rolling(grid[f"{s}_kw"].where(complete), 24, pos, "sum"), 1, pos) for s in SUB_METERS}
     with np.errstate(invalid="ignore", divide="ignore"):
         for s in SUB_METERS:
             out[f"{s}_share_24h"] = (parts[s] / total).where(total > 0)
         out["unmetered_share_24h"] = (1 - sum(parts.values()) / total).where(total > 0)
-    out = out.join(_calendar(grid))
-    out.index.name = "event_timestamp"
-    return out.reset_index()
+    calendar = _calendar(pd.DatetimeIndex(grid["timestamp"]))
+    for col in CALENDAR_FEATURES:
+        out[col] = calendar[col].to_numpy()
+    float_cols = LAG_FEATURES + ROLLING_FEATURES + SHARE_FEATURES
+    out[float_cols] = out[float_cols].astype(np.float64)
+    return out
 
 
 def build_feature_frame(hourly: pd.DataFrame) -> pd.DataFrame:
@@ -100,20 +140,13 @@ def build_feature_frame(hourly: pd.DataFrame) -> pd.DataFrame:
         hourly: columns ``meter_id``, ``timestamp`` (hour start, UTC), the hourly channels and ``is_complete``.
 
     Returns:
-        ``meter_id``, ``event_timestamp``, ``created`` and the columns of ``FEATURES``; float features
-        are NaN where their inputs are missing (XGBoost handles missing values natively).
+        ``meter_id``, ``event_timestamp``, ``created`` and the columns of ``FEATURES``, sorted by meter and
+        hour; float features are NaN where their inputs are missing (XGBoost handles missing values natively).
     """
-    frames = []
-    for meter_id, group in hourly.groupby("meter_id", sort=True):
-        feats = _meter_features(group)
-        feats.insert(0, "meter_id", meter_id)
-        frames.append(feats)
-    if not frames:
+    if hourly.empty:
         raise FeatureError("no hourly readings to build features from")
-    out = pd.concat(frames, ignore_index=True)
-    out["created"] = pd.Timestamp.now(tz="UTC").floor("s")
-    float_cols = LAG_FEATURES + ROLLING_FEATURES + SHARE_FEATURES
-    out[float_cols] = out[float_cols].astype(np.float64)
+    out = meter_features(hourly)
+    out.insert(2, "created", pd.Timestamp.now(tz="UTC").floor("s"))
     return out[["meter_id", "event_timestamp", "created", *FEATURES]]
 
 
@@ -176,13 +209,15 @@ def find_gaps(hourly: pd.DataFrame, min_hours: int = LONG_GAP_HOURS) -> list[dic
         ``{"meter_id", "start", "end", "hours"}`` per gap: ``start`` is the first missing hour, ``end`` the
         first complete hour after it.
     """
+    complete = hourly.loc[hourly["is_complete"].astype(bool), ["meter_id", "timestamp"]]
+    complete = complete.sort_values(["meter_id", "timestamp"], ignore_index=True)
+    same_meter = complete["meter_id"].eq(complete["meter_id"].shift())
+    missing = complete["timestamp"].diff().dt.total_seconds().div(3600).sub(1).where(same_meter)
     gaps = []
-    for meter_id, group in hourly.groupby("meter_id", sort=True):
-        complete = group.loc[group["is_complete"].astype(bool), "timestamp"].sort_values().reset_index(drop=True)
-        missing = complete.diff().dt.total_seconds().div(3600).sub(1)
-        for i in np.flatnonzero(missing.to_numpy() >= min_hours):
-            gaps.append({"meter_id": str(meter_id), "start": (complete[i - 1] + pd.Timedelta(hours=1)).isoformat(),
-                         "end": complete[i].isoformat(), "hours": int(missing[i])})
+    for i in np.flatnonzero(missing.to_numpy() >= min_hours):
+        gaps.append({"meter_id": str(complete.at[i, "meter_id"]),
+                     "start": (complete.at[i - 1, "timestamp"] + pd.Timedelta(hours=1)).isoformat(),
+                     "end": complete.at[i, "timestamp"].isoformat(), "hours": int(missing[i])})
     return gaps
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from smart_energy.components.errors import SmartEnergyError
-from smart_energy.components.ingest import IngestError, _open_text, ingest_file, write_atomically
+from smart_energy.components.ingest import IngestError, _open_text, ingest_file, write_atomically, write_hourly_parquet
 
 SUFFIXES = (".txt", ".csv", ".txt.gz", ".csv.gz")
 METER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -145,7 +145,7 @@ def ingest_fleet(path: str | Path, min_minutes: int = 45, progress: bool | None 
 def write_fleet_outputs(result: FleetResult, out_dir: str | Path) -> dict[str, Path]:
     """``hourly.parquet`` (every meter), ``quarantine.csv`` (with meter and file) and ``quality.json``."""
     return write_atomically(out_dir, {
-        "hourly": ("hourly.parquet", lambda p: result.hourly.to_parquet(p, index=False)),
+        "hourly": ("hourly.parquet", lambda p: write_hourly_parquet(result.hourly, p)),
         "quarantine": ("quarantine.csv", lambda p: result.quarantine.to_csv(p, index=False)),
         "quality": ("quality.json", lambda p: p.write_text(json.dumps(result.quality(), indent=2) + "\n")),
     })

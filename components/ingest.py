@@ -344,6 +344,11 @@ def write_atomically(out_dir: str | Path, writers: dict[str, tuple[str, Callable
     return {key: out_dir / name for key, (name, _) in writers.items()}
 
 
+def write_hourly_parquet(hourly: pd.DataFrame, path: str | Path) -> None:
+    """``hourly.parquet`` with microsecond times: whole hours lose nothing, and Spark reads no nanoseconds."""
+    pq.write_table(pa.Table.from_pandas(hourly, preserve_index=False), path, coerce_timestamps="us")
+
+
 def write_outputs(result: IngestResult, out_dir: str | Path) -> dict[str, Path]:
     """Write ``hourly.parquet``, ``quarantine.csv`` and ``quality.json`` into ``out_dir``, all or nothing.
 
@@ -356,8 +361,7 @@ def write_outputs(result: IngestResult, out_dir: str | Path) -> dict[str, Path]:
                                                                     "rows_quarantined", "hours", "hours_complete")},
                                                "quarantine_reasons": q["quarantine_reasons"]}}}
     return write_atomically(out_dir, {
-        "hourly": ("hourly.parquet",
-                   lambda p: pq.write_table(pa.Table.from_pandas(result.hourly, preserve_index=False), p)),
+        "hourly": ("hourly.parquet", lambda p: write_hourly_parquet(result.hourly, p)),
         "quarantine": ("quarantine.csv", lambda p: result.quarantine.to_csv(p, index=False)),
         "quality": ("quality.json", lambda p: p.write_text(json.dumps(report, indent=2) + "\n")),
     })

@@ -18,6 +18,8 @@ def quiet_frameworks() -> None:
     warnings.filterwarnings("ignore", message=r'Field name "vector_\w+" in "\w+" shadows an attribute',
                             category=UserWarning)
     warnings.filterwarnings("ignore", message=r".*ORJSONResponse", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r"The spark .* is an experimental feature", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pyspark\.")  # pyspark 3.5 on pandas 2
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if not sys.stderr.isatty():
         os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm reads it for every bar, Feast's included

@@ -64,6 +64,10 @@ ENV: dict[str, str] = {
     "model_repository_routes": "SE_MODEL_REPOSITORY_ROUTES",
     "tariff_prices": "SE_TARIFF_PRICES",
     "tariff": "SE_TARIFF",
+    "engine": "SE_ENGINE",
+    "spark_master": "SE_SPARK_MASTER",
+    "spark_partitions": "SE_SPARK_PARTITIONS",
+    "spark_driver_memory": "SE_SPARK_DRIVER_MEMORY",
 }
 
 
@@ -113,6 +117,13 @@ class Settings:
     # JSON price overrides (EUR/kWh) of components/tariffs.py's table, e.g. {"hp-hc": {"peak": 0.21}}
     tariff_prices: str = ""
     tariff: str = "hp-hc"  # what the transformer prices a day-ahead forecast with: base | hp-hc | tempo
+    # where a fleet's features are built and the model trained: embedded (pandas, DuckDB, xgboost) or spark
+    # (Feast's Spark offline store and Spark materialisation, the feature function per shard of meters,
+    # xgboost.spark); the same definitions and feature code either way
+    engine: str = "embedded"
+    spark_master: str = ""  # empty: spark-submit's master (a SparkApplication), else local[*]
+    spark_partitions: int = 8  # shards of meters the feature build and materialisation run in
+    spark_driver_memory: str = "2g"  # local mode's JVM (driver and executors); a SparkApplication sets its own
 
     @property
     def feature_source_path(self) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.features import (DRIFT_FEATURES, FEATURES, find_gaps, keep_meters_with_history, labels,
                                               window_start)
 from smart_energy.components.ingest import load_hourly
@@ -141,6 +142,13 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
         The metadata written.
     """
     settings = settings or get_settings()
+    if settings.engine == "spark":
+        from smart_energy.components.spark_train import train_on_spark
+
+        if hpo_trials:
+            raise SmartEnergyError("--hpo-trials runs on the embedded engine (on a cluster, Katib tunes)")
+        return train_on_spark(data, model_dir, settings, until=until, params=params, holdout_weeks=holdout_weeks,
+                              publish_features=publish_features)
     hourly, meters_skipped = keep_meters_with_history(load_hourly(data))
     cutoff = pd.Timestamp(until, tz="UTC") if until else None
     if holdout_weeks:
@@ -158,8 +166,22 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
     full = xgb.DMatrix(frame[FEATURES], label=frame["target_kw"], feature_names=FEATURES)
     final = {k: v for k, v in {**DEFAULT_PARAMS, **params}.items() if k != "num_boost_round"}
     booster = xgb.train(final, full, num_boost_round=metrics["best_iteration"] + 1)
+    reference = frame[DRIFT_FEATURES].dropna().tail(DRIFT_REFERENCE_ROWS)
+    window_summary = {"start": str(frame["event_timestamp"].min()), "end": str(frame["event_timestamp"].max()),
+                      "hours": int(len(frame)), "hours_skipped": {"target_missing": int(len(window) - len(frame))},
+                      "gaps": find_gaps(window)}
+    metadata = model_metadata(settings, sorted(frame["meter_id"].unique().tolist()), meters_skipped, window_summary,
+                              {**final, "num_boost_round": metrics["best_iteration"] + 1}, metrics, len(reference),
+                              hpo_trials=hpo_trials, hpo=search)
+    return write_model_dir(booster, metadata, model_dir, detector=fit_drift_detector(reference, settings))
+
+
+def model_metadata(settings: Settings, meters: list[str], meters_skipped: dict, window: dict[str, Any],
+                   params: dict[str, Any], metrics: dict[str, Any], reference_rows: int, hpo_trials: int = 0,
+                   hpo: dict | None = None, engine: str = "embedded") -> dict[str, Any]:
+    """The next-hour model's ``metadata.json`` (both engines write the same keys)."""
     created = datetime.now(timezone.utc)
-    metadata = {
+    return {
         "name": settings.model_name,
         "version": created.strftime("v%Y%m%dT%H%M%SZ"),
         "created_at": created.isoformat(),
@@ -167,18 +189,15 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
         "horizon_hours": 1,
         "features": FEATURES,
         "drift": {"features": DRIFT_FEATURES, "p_value": settings.drift_p_value, "share": settings.drift_share,
-                  "reference_rows": int(min(len(frame[DRIFT_FEATURES].dropna()), DRIFT_REFERENCE_ROWS))},
+                  "reference_rows": int(reference_rows)},
         "feature_service": "forecast_features_v1",
-        "meters": sorted(frame["meter_id"].unique().tolist()),
+        "meters": meters,
         "meters_skipped": meters_skipped,
-        "training_window": {"start": str(frame["event_timestamp"].min()), "end": str(frame["event_timestamp"].max()),
-                            "hours": int(len(frame)),
-                            "hours_skipped": {"target_missing": int(len(window) - len(frame))},
-                            "gaps": find_gaps(window)},
-        "params": {**final, "num_boost_round": metrics["best_iteration"] + 1},
+        "training_window": window,
+        "params": params,
         "hpo_trials": hpo_trials,
-        "hpo": search,
+        "hpo": hpo,
         "metrics": metrics,
+        "engine": engine,
         "library_versions": library_versions(),
     }
-    return write_model_dir(booster, metadata, model_dir, detector=fit_drift_detector(frame, settings))

@@ -15,19 +15,32 @@ from feast.types import Float64, Int64
 from smart_energy.components.features import CALENDAR_FEATURES, LAG_FEATURES, ROLLING_FEATURES, SHARE_FEATURES
 from smart_energy.components.settings import get_settings
 
+# `smart-energy` passes its own settings (a scratch store, a test's); `feast apply` here reads the process's.
 # A relative SE_FEATURE_SOURCE is this repo's (Feast would resolve it against the working directory).
-settings = replace(get_settings(), feature_repo=Path(__file__).resolve().parent)
+settings = globals().get("SMART_ENERGY_SETTINGS") or replace(get_settings(), feature_repo=Path(__file__).resolve().parent)
 
 meter = Entity(name="meter", join_keys=["meter_id"], value_type=ValueType.STRING, description="One smart meter (a household).")
 
-hourly_usage_source = FileSource(
-    name="hourly_usage_source",
-    path=settings.feature_source_path,
-    file_format=ParquetFormat(),  # the DuckDB offline store reads only what it knows the format of
-    timestamp_field="event_timestamp",
-    created_timestamp_column="created",
-    s3_endpoint_override=settings.s3_endpoint_url or None,
-)
+if settings.engine == "spark":
+    # SE_ENGINE=spark: the same rows as a Spark parquet dataset, for Feast's Spark offline store
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    hourly_usage_source = SparkSource(
+        name="hourly_usage_source",
+        path=settings.feature_source_path,
+        file_format="parquet",
+        timestamp_field="event_timestamp",
+        created_timestamp_column="created",
+    )
+else:
+    hourly_usage_source = FileSource(
+        name="hourly_usage_source",
+        path=settings.feature_source_path,
+        file_format=ParquetFormat(),  # the DuckDB offline store reads only what it knows the format of
+        timestamp_field="event_timestamp",
+        created_timestamp_column="created",
+        s3_endpoint_override=settings.s3_endpoint_url or None,
+    )
 
 # New readings are pushed here (online and offline) by `smart-energy features push`.
 hourly_usage_push_source = PushSource(name="hourly_usage_push_source", batch_source=hourly_usage_source)

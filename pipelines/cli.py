@@ -13,6 +13,7 @@ from smart_energy.components.settings import CHECKOUT, get_settings
 from smart_energy.pipelines.recurring_run import COMPILED, DAILY_CRON
 
 BATCH_COMPILED = COMPILED.with_name("batch_scoring_pipeline.yaml")
+FLEET_SPARK_COMPILED = COMPILED.with_name("fleet_spark_pipeline.yaml")
 
 # the shared slice beside a checkout (None for an installed wheel: --data is then required)
 DEFAULT_DATA = CHECKOUT.parent / "shared" / "data" / "household_power_consumption_2006-12_2007-02.txt" if CHECKOUT else None
@@ -37,6 +38,16 @@ def compile_batch_pipeline(out: str | Path = BATCH_COMPILED) -> Path:
     from smart_energy.pipelines.batch_pipeline import batch_scoring_pipeline
 
     compiler.Compiler().compile(batch_scoring_pipeline, str(out))
+    return Path(out)
+
+
+def compile_fleet_spark_pipeline(out: str | Path = FLEET_SPARK_COMPILED) -> Path:
+    """Write the fleet's Spark training pipeline (one step running a SparkApplication) as KFP IR YAML."""
+    from kfp import compiler
+
+    from smart_energy.pipelines.fleet_spark_pipeline import fleet_spark_pipeline
+
+    compiler.Compiler().compile(fleet_spark_pipeline, str(out))
     return Path(out)
 
 
@@ -68,8 +79,9 @@ def print_run(run, stream=sys.stdout) -> None:
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     if args.action == "compile":
         print(compile_pipeline(args.out))
-        if args.out == COMPILED:  # the default: both committed pipelines
+        if args.out == COMPILED:  # the default: every committed pipeline
             print(compile_batch_pipeline())
+            print(compile_fleet_spark_pipeline())
         return 0
     if args.action == "schedule":
         from smart_energy.pipelines.recurring_run import connect, schedule_daily
@@ -101,9 +113,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     defaults = get_settings()
     p = sub.add_parser(
         "pipeline", help="Kubeflow pipeline: compile for the KFP UI, run locally with kfp.local, schedule daily",
-        description="compile: write pipelines/compiled/training_pipeline.yaml (commit it). run --local: run the "
-        "same pipeline here with kfp.local (SubprocessRunner, no Docker) and print where artifacts landed and "
-        "the metrics; run --host URL: one run on a KFP cluster. schedule --host URL: daily recurring run.",
+        description="compile: write pipelines/compiled/training_pipeline.yaml, and with the default --out also the "
+        "batch-scoring and fleet Spark pipelines beside it (commit them). run --local: run the training pipeline "
+        "here with kfp.local (SubprocessRunner, no Docker) and print where artifacts landed and the metrics; run --host URL: one run on a KFP cluster. schedule --host URL: daily recurring run.",
     )
     p.add_argument("action", choices=["compile", "run", "schedule"])
     p.add_argument("--out", type=Path, default=COMPILED, help="compile: output YAML (default %(default)s)")

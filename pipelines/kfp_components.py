@@ -204,3 +204,24 @@ def merge_forecasts(parts: Input[list[Dataset]], forecasts: Output[Dataset], met
     frame.to_parquet(forecasts.path, index=False)
     metrics.log_metric("meters", int(frame["meter_id"].nunique()))
     metrics.log_metric("rows", len(frame))
+
+
+# --------------------------------------------------------------------------- a fleet's training on Spark
+
+
+@component
+def train_fleet_on_spark(data_uri: str, run_id: str, namespace: str, timeout_seconds: int, metrics: Output[Metrics]):
+    """Train the fleet's model as a SparkApplication (Spark Operator) and wait for it; fails with the driver's error."""
+    from kubernetes import client, config
+
+    from smart_energy.components.settings import get_settings
+    from smart_energy.pipelines.spark_application import (
+        application_name, fleet_training_application, fleet_training_arguments, run_application,
+    )
+
+    config.load_incluster_config()  # the step's ServiceAccount: Role smart-energy-spark-launcher
+    body = fleet_training_application(application_name(run_id), fleet_training_arguments(data_uri), get_settings(),
+                                      namespace=namespace)
+    status = run_application(client.CustomObjectsApi(), body, timeout_seconds=timeout_seconds)
+    metrics.log_metric("execution_attempts", int(status.get("executionAttempts", 0)))
+    print(f"SparkApplication {body['metadata']['name']}: {status['applicationState']['state']}")

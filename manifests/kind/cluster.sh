@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make cluster`: a local kind cluster with Knative Serving (KServe Serverless mode, needed for canary
-# traffic splitting), KServe, Kubeflow Pipelines, Katib, kube-prometheus-stack and smart-energy.
+# traffic splitting), KServe, Kubeflow Pipelines, Katib, kube-prometheus-stack, the Kubeflow Spark Operator
+# and smart-energy.
 # Needs Docker, kind, kubectl and helm on PATH. Not run by the test suite (no Docker there).
 set -euo pipefail
 
@@ -10,6 +11,8 @@ CERT_MANAGER_VERSION=${CERT_MANAGER_VERSION:-v1.16.1}
 KSERVE_VERSION=${KSERVE_VERSION:-v0.14.1}
 KFP_VERSION=${KFP_VERSION:-2.3.0}
 KATIB_VERSION=${KATIB_VERSION:-v0.17.0}
+# the release whose SparkApplication CRD tests/k8s/crds/ vendors (and validates our objects against)
+SPARK_OPERATOR_VERSION=${SPARK_OPERATOR_VERSION:-2.5.2}
 INSTALL_WITH=${INSTALL_WITH:-kustomize}   # kustomize | helm
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 
@@ -52,11 +55,20 @@ helm repo add prometheus-community https://prometheus-community.github.io/helm-c
 helm upgrade --install kube-prometheus-stack prometheus-community/kube-prometheus-stack \
   --namespace monitoring --create-namespace --wait --timeout 10m
 
+echo "== Kubeflow Spark Operator ${SPARK_OPERATOR_VERSION} (SparkApplication; its webhook applies our pods' env,"
+echo "   volumes and security contexts); smart-energy brings the Spark ServiceAccounts and RBAC itself"
+helm repo add spark-operator https://kubeflow.github.io/spark-operator >/dev/null
+helm upgrade --install spark-operator spark-operator/spark-operator --version "$SPARK_OPERATOR_VERSION" \
+  --namespace spark-operator --create-namespace --set "spark.jobNamespaces={smart-energy}" \
+  --set webhook.enable=true --set spark.serviceAccount.create=false --set spark.rbac.create=false \
+  --wait --timeout 10m
+
 echo "== smart-energy images (:dev) into kind"
 docker build -f "$ROOT/components/Dockerfile" -t ghcr.io/smart-energy/components:dev "$ROOT"
 docker build -f "$ROOT/serving/Dockerfile" -t ghcr.io/smart-energy/transformer:dev "$ROOT"
+docker build -f "$ROOT/components/Dockerfile.spark" -t ghcr.io/smart-energy/spark:dev "$ROOT"
 kind load docker-image --name "$CLUSTER" \
-  ghcr.io/smart-energy/components:dev ghcr.io/smart-energy/transformer:dev
+  ghcr.io/smart-energy/components:dev ghcr.io/smart-energy/transformer:dev ghcr.io/smart-energy/spark:dev
 
 echo "== smart-energy (${INSTALL_WITH})"
 if [ "$INSTALL_WITH" = helm ]; then

@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = REPO / "manifests" / "overlays"
 CHART = REPO / "helm" / "smart-energy"
 # kustomize placeholders (base) and the released repositories
-OUR_IMAGES = ("smart-energy-transformer", "smart-energy-components", "ghcr.io/smart-energy/transformer",
-              "ghcr.io/smart-energy/components")
+OUR_IMAGES = ("smart-energy-transformer", "smart-energy-components", "smart-energy-spark",
+              "ghcr.io/smart-energy/transformer", "ghcr.io/smart-energy/components", "ghcr.io/smart-energy/spark")
 # values file of the chart that corresponds to each overlay
 CHART_VALUES = {"production": [], "kind": [CHART / "values-kind.yaml"]}
 
@@ -32,7 +32,7 @@ POD_TEMPLATE_PATHS = {
     "Job": ("spec", "template", "spec"),
     "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
 }
-RUN_TO_COMPLETION = {"Job", "CronJob", "Experiment"}
+RUN_TO_COMPLETION = {"Job", "CronJob", "Experiment", "SparkApplication"}
 
 
 def kustomize(overlay: str) -> list[dict[str, Any]]:
@@ -174,6 +174,34 @@ def pod_specs(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield f"InferenceService.{component}", {**spec, "containers": containers}
     elif kind == "Experiment":
         yield "Experiment.trial", obj["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]
+    elif kind == "SparkApplication":
+        for role in ("driver", "executor"):
+            yield f"SparkApplication.{role}", spark_pod(obj, role)
+
+
+def spark_pod(obj: dict[str, Any], role: str) -> dict[str, Any]:
+    """The pod the Spark Operator (its webhook) and Spark make of a SparkApplication's driver or executor.
+
+    Spark sets the container's requests from ``cores`` (or ``coreRequest``) and ``memory``, its CPU limit from
+    ``coreLimit`` (none without it) and its memory limit to the request plus the overhead (``memoryLimit``
+    overrides); the webhook adds the pod and container security contexts, env, envFrom and volume mounts.
+    """
+    spec, pod = obj["spec"], obj["spec"][role]
+    limits = {"cpu": pod.get("coreLimit"), "memory": pod.get("memoryLimit") or pod.get("memory")}
+    limits = {k: v for k, v in limits.items() if v is not None}
+    container = {
+        "name": f"spark-kubernetes-{role}",
+        "image": pod.get("image") or spec.get("image"),
+        "args": list(spec.get("arguments", [])) if role == "driver" else [],
+        "env": pod.get("env", []),
+        "envFrom": pod.get("envFrom", []),
+        "securityContext": pod.get("securityContext", {}),
+        "volumeMounts": pod.get("volumeMounts", []),
+        "resources": {"requests": {"cpu": pod.get("coreRequest") or pod.get("cores"), "memory": pod.get("memory")},
+                      "limits": limits},
+    }
+    return {"serviceAccountName": pod.get("serviceAccount"), "securityContext": pod.get("podSecurityContext", {}),
+            "volumes": spec.get("volumes", []), "containers": [container]}
 
 
 def containers(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:

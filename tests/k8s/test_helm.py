@@ -35,6 +35,10 @@ def test_values_validate_against_the_schema():
     (("inferenceService", "predictor", "minReplicas"), -1),
     (("images", "transformer", "tag"), ""),
     (("rollout", "maxErrorRate"), 2),
+    (("spark", "executor", "instances"), 0),
+    (("spark", "driver", "memory"), "2Gi"),             # Spark's JVM units (2g), not a Kubernetes quantity
+    (("spark", "executor", "cores"), "1"),
+    (("images", "spark", "tag"), ""),
 ])
 def test_schema_rejects_bad_values(path, bad):
     values = copy.deepcopy(yaml.safe_load((CHART / "values.yaml").read_text()))
@@ -71,12 +75,38 @@ def test_chart_renders_what_kustomize_renders(overlay):
     assert sorted(map(key, chart)) == sorted(map(key, kust))
     assert _summary(chart) == _summary(kust)
     by_key = {key(o): o for o in kust}
+    compared = set()
     for obj in chart:  # the specs that matter for behaviour are identical, not just the names
-        if obj["kind"] in {"InferenceService", "Role", "NetworkPolicy", "PrometheusRule", "Experiment", "ConfigMap"}:
+        if obj["kind"] in {"InferenceService", "Role", "NetworkPolicy", "PrometheusRule", "Experiment", "ConfigMap",
+                           "SparkApplication"}:
             assert obj["spec" if "spec" in obj else ("rules" if "rules" in obj else "data")] == \
                 by_key[key(obj)]["spec" if "spec" in obj else ("rules" if "rules" in obj else "data")], key(obj)
+            compared.add(obj["kind"])
+        other = by_key[key(obj)]
+        if obj["kind"] == "RoleBinding":
+            assert (obj["roleRef"], obj["subjects"]) == (other["roleRef"], other["subjects"]), key(obj)
+        if obj["kind"] == "ServiceAccount":
+            assert obj.get("automountServiceAccountToken") == other.get("automountServiceAccountToken"), key(obj)
         if obj["kind"] == "Secret":
             assert obj["metadata"]["annotations"] == by_key[key(obj)]["metadata"]["annotations"]
+    assert "SparkApplication" in compared
+
+
+def test_spark_can_be_left_out_of_the_chart():
+    """spark.enabled=false: no Spark objects, and Redis no longer admits Spark pods."""
+    values = chart_values([])
+    values["spark"]["enabled"] = False
+    docs = [d for path in sorted((CHART / "templates").glob("*.yaml"))
+            for d in yaml.safe_load_all(render_template(path.read_text(), values)) if d]
+    spark = {"SparkApplication", "spark-ingress", "smart-energy-spark", "smart-energy-spark-executor",
+             "smart-energy-spark-launcher"}
+    assert not [key(d) for d in docs if d["kind"] in spark or d["metadata"]["name"] in spark]
+    redis = next(d for d in docs if d["metadata"]["name"] == "redis-ingress")
+    peers = [p.get("podSelector", {}).get("matchLabels", {}) for p in redis["spec"]["ingress"][0]["from"]]
+    assert {"app.kubernetes.io/name": "smart-energy-spark"} not in peers
+    enabled = next(d for d in render_chart_subset([]) if d["metadata"]["name"] == "redis-ingress")
+    assert {"app.kubernetes.io/name": "smart-energy-spark"} in \
+        [p.get("podSelector", {}).get("matchLabels", {}) for p in enabled["spec"]["ingress"][0]["from"]]
 
 
 def test_subset_renderer_refuses_non_plain_templates():

@@ -18,6 +18,7 @@ CRDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("kubeflow.org/v1beta1", "Experiment"),
+    ("sparkoperator.k8s.io/v1beta2", "SparkApplication"),  # validated against the operator's CRD in test_spark.py
 }
 EXPECTED = {
     ("Namespace", "smart-energy"), ("StatefulSet", "minio"), ("Service", "minio"), ("Job", "minio-create-bucket"),
@@ -31,6 +32,10 @@ EXPECTED = {
     ("NetworkPolicy", "predictor-ingress"),
     ("Deployment", "pushgateway"), ("Service", "pushgateway"), ("ServiceMonitor", "pushgateway"),
     ("NetworkPolicy", "pushgateway-ingress"),
+    ("SparkApplication", "fleet-train"), ("ServiceAccount", "smart-energy-spark"), ("Role", "smart-energy-spark"),
+    ("RoleBinding", "smart-energy-spark"), ("ServiceAccount", "smart-energy-spark-executor"),
+    ("Role", "smart-energy-spark-launcher"), ("RoleBinding", "smart-energy-spark-launcher"),
+    ("NetworkPolicy", "spark-ingress"),
 }
 
 
@@ -63,7 +68,7 @@ def test_builtin_objects_validate_strictly(objects):
             continue
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         checked += 1
-    assert checked >= 17
+    assert checked >= 24
 
 
 def test_validation_catches_a_misspelt_field():
@@ -74,7 +79,7 @@ def test_validation_catches_a_misspelt_field():
 
 def test_crds_have_identity(objects):
     crds = [o for o in objects if (o["apiVersion"], o["kind"]) in CRDS]
-    assert len(crds) == 6
+    assert len(crds) == 7
     for obj in crds:
         assert obj["metadata"]["name"] and obj["metadata"]["namespace"] == "smart-energy"
         assert isinstance(obj.get("spec"), dict) and obj["spec"]
@@ -139,10 +144,10 @@ def test_rollout_controller_has_least_privilege(objects):
     assert pod["serviceAccountName"] == "rollout-controller"
     assert pod["containers"][0]["command"] == ["smart-energy", "rollout"]
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
-    # the only pods with an API token are the rollout controller's
+    # the only pods with an API token are the rollout controller's and the Spark driver's (it creates its executors)
     for obj in objects:
         for where, spec in pod_specs(obj):
-            if spec.get("serviceAccountName") != "rollout-controller":
+            if spec.get("serviceAccountName") not in {"rollout-controller", "smart-energy-spark"}:
                 sa_token = spec.get("automountServiceAccountToken")
                 sa = next((o for o in objects if o["kind"] == "ServiceAccount"
                            and o["metadata"]["name"] == spec.get("serviceAccountName")), {})
@@ -226,7 +231,7 @@ def test_every_pod_is_non_root_with_limits_and_probes(objects):
                 assert where == "InferenceService.predictor", name
                 continue
             assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), f"{name}: unpinned {image}"
-    assert seen == 9
+    assert seen == 11
 
 
 def test_overlays_differ_where_they_should():

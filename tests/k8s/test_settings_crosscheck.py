@@ -20,6 +20,8 @@ from k8s_objects import CHART_VALUES, containers, is_ours, key, kustomize, rende
 
 # read by libraries themselves, not by our settings
 THIRD_PARTY_ENV = {"FEAST_S3_ENDPOINT_URL": "feast's S3 client endpoint for an s3:// registry"}
+# the containers Spark makes of a SparkApplication (k8s_objects.spark_pod)
+SPARK_CONTAINERS = {"spark-kubernetes-driver", "spark-kubernetes-executor"}
 SOURCES = [("kustomize", "kind"), ("kustomize", "production"), ("chart", "kind"), ("chart", "production")]
 
 
@@ -52,6 +54,9 @@ def kfp_flags() -> set[str]:
 def _commands(container: dict) -> list[list[str]]:
     """The command lines a container runs (a ``sh -c`` script split at && and |)."""
     argv = container.get("command", []) + container.get("args", [])
+    if container.get("name") in SPARK_CONTAINERS:
+        # the driver's main file, smart_energy/spark_job.py, runs smart_energy.cli.main(arguments); executors run tasks
+        return [["smart-energy", *argv]] if argv else []
     if argv[:2] == ["sh", "-c"]:
         script = re.sub(r"\$\{trialParameters\.\w+\}", "1", argv[2])
         return [shlex.split(part) for part in re.split(r"&&|\|", script) if part.strip()]
@@ -75,20 +80,23 @@ def test_env_vars_are_settings_names(source, overlay):
         env = c.get("env", [])
         unknown = {e["name"] for e in env} - allowed
         assert not unknown, f"{where}: {unknown} not in smart_energy.components.settings.ENV"
+        # whole-ConfigMap env only from the settings ConfigMap (its keys are checked in tests/pipelines)
+        sources = c.get("envFrom", [])
+        assert all(s == {"configMapRef": {"name": "smart-energy-settings"}} for s in sources), f"{where}: {sources}"
         # the literal values parse as the settings' types
         Settings.from_env({e["name"]: e["value"] for e in env if "value" in e})
         for _, script in [(where, " ".join(c.get("args", [])))]:
             for var in re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", script):
                 assert var in allowed, f"{where}: script uses ${var}"
         seen += 1
-    assert seen == 4
+    assert seen == 6
 
 
 @pytest.mark.parametrize("source,overlay", SOURCES)
 def test_flags_are_ones_the_programs_read(source, overlay):
     parser, available = cli_parser()
     kinds = set()
-    for where, c in _our_containers(source, overlay, kinds={"InferenceService", "CronJob"}):
+    for where, c in _our_containers(source, overlay, kinds={"InferenceService", "CronJob", "SparkApplication"}):
         for argv in _commands(c):
             if argv[:3] == ["python", "-m", "smart_energy.serving.transformer"]:
                 flags = {a for a in argv[3:] if a.startswith("--")}
@@ -109,7 +117,7 @@ def test_flags_are_ones_the_programs_read(source, overlay):
                 continue  # the one-line JSON filter of the Katib trial
             else:
                 pytest.fail(f"{where}: unexpected command {argv}")
-    assert kinds == {"transformer", "smart-energy rollout", "kfp"}
+    assert kinds == {"transformer", "smart-energy rollout", "smart-energy train", "kfp"}
 
 
 def test_katib_trial_runs_train_and_evaluate_with_flags_they_accept():

@@ -92,3 +92,37 @@ def test_committed_yaml_is_not_stale(tmp_path):
 
     assert stable(COMPILED.read_text()) == stable(fresh), (
         "pipelines/compiled/training_pipeline.yaml is stale: run `smart-energy pipeline compile` and commit it")
+
+
+# --------------------------------------------------------------------------- the fleet's training on Spark
+
+
+def test_committed_fleet_spark_pipeline_is_not_stale(tmp_path):
+    from smart_energy.pipelines.cli import FLEET_SPARK_COMPILED, compile_fleet_spark_pipeline
+
+    fresh = compile_fleet_spark_pipeline(tmp_path / "fleet_spark_pipeline.yaml").read_text()
+    stable = lambda text: [ln for ln in text.splitlines() if not ln.startswith("sdkVersion:")]  # noqa: E731
+    assert stable(FLEET_SPARK_COMPILED.read_text()) == stable(fresh), (
+        "pipelines/compiled/fleet_spark_pipeline.yaml is stale: run `smart-energy pipeline compile` and commit it")
+
+
+def test_fleet_spark_step_launches_one_application_per_run_with_the_cluster_settings():
+    from smart_energy.pipelines.cli import FLEET_SPARK_COMPILED
+    from smart_energy.pipelines.training_pipeline import CREDENTIAL_KEYS, SETTINGS_CONFIG_MAP, SETTINGS_KEYS
+
+    spec, platform = list(yaml.safe_load_all(FLEET_SPARK_COMPILED.read_text()))
+    json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())  # strict: unknown fields fail
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"train-fleet-on-spark"}
+    task = tasks["train-fleet-on-spark"]
+    assert not task["cachingOptions"].get("enableCache")
+    # the SparkApplication's name comes from the KFP run: one object per run
+    assert task["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"data_uri", "namespace", "timeout_seconds"}
+    container = spec["deploymentSpec"]["executors"]["exec-train-fleet-on-spark"]["container"]
+    assert container["image"] == IMAGE and "pip install" not in " ".join(container["command"])
+    assert "from smart_energy.pipelines.spark_application import" in container["command"][-1]
+    executor = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-fleet-on-spark"]
+    env_maps = {e["configMapName"]: {k["configMapKey"] for k in e["keyToEnv"]} for e in executor["configMapAsEnv"]}
+    assert env_maps[SETTINGS_CONFIG_MAP] == set(SETTINGS_KEYS)
+    assert {k["secretKey"] for e in executor["secretAsEnv"] for k in e["keyToEnv"]} == set(CREDENTIAL_KEYS)
