@@ -95,11 +95,12 @@ def to_spark(spark, hourly):
 
 
 def read_hourly(spark, data: str | Path):
-    """The ingest output as a Spark frame: an ingest directory or its ``hourly.parquet`` (local, or ``s3a://`` on a
-    cluster), read by Spark; a raw meter file is ingested here first."""
+    """The ingest output as a Spark frame: an ingest directory or its ``hourly.parquet`` (local, or ``s3://`` on a
+    cluster, where the SparkApplication maps ``s3://`` to Hadoop's S3A), read by Spark; a raw meter file is
+    ingested here first."""
     text = str(data)
-    if text.startswith(("s3://", "s3a://")):
-        path = "s3a://" + text.split("://", 1)[1].rstrip("/")
+    if "://" in text:
+        path = text.rstrip("/")
         return spark.read.parquet(path if path.endswith(".parquet") else f"{path}/hourly.parquet")
     path = Path(data)
     if path.is_dir() and (path / "hourly.parquet").is_file():
@@ -145,8 +146,8 @@ def publish(hourly, store, settings: Settings, materialize: bool = True):
     spark = spark_session(settings)
     features = feature_frame(spark, hourly, settings)
     path = settings.feature_source_path
-    features.write.mode("overwrite").parquet("s3a://" + path.split("://", 1)[1] if path.startswith("s3://") else path)
-    features = spark.read.parquet(path if "://" not in path else "s3a://" + path.split("://", 1)[1])
+    features.write.mode("overwrite").parquet(path)
+    features = spark.read.parquet(path)
     apply(store, settings)
     if materialize:
         span = features.agg(F.min("event_timestamp").alias("start"), F.max("event_timestamp").alias("end")).first()

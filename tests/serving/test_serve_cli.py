@@ -75,6 +75,14 @@ def _serve(trained, tmp_path, name="serve.log", ports=None):
     return proc, f"http://127.0.0.1:{port}"
 
 
+def _wait_for_line(path: Path, text: str, timeout: float = 15.0) -> str:
+    """The log once it holds ``text`` (or at the timeout, as it is)."""
+    deadline = time.monotonic() + timeout
+    while text not in (log := path.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return log
+
+
 def _cleanup(proc, pids):
     stop(proc)
     for pid in pids:  # orphans, only if the test failed
@@ -115,7 +123,9 @@ def test_killed_servers_come_back_and_sigkill_of_serve_leaves_nothing(trained, t
             print(f"\nserve: killed predictor answered 200 again after {predictor_seconds:.1f}s "
                   f"({predictor_codes.count(503)} x 503 meanwhile); killed transformer after "
                   f"{transformer_seconds:.1f}s ({transformer_codes.count(503)} x 503)")
-        log = (tmp_path / "serve.log").read_text()
+        # the proxy answers as soon as a child does; the supervisor notes it on its next tick (0.2 s, later on a
+        # loaded machine)
+        log = _wait_for_line(tmp_path / "serve.log", "serve: transformer is back after")
         assert "serve: predictor was killed by SIGKILL; restarting in" in log
         assert "serve: transformer is back after" in log
 
