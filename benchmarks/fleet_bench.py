@@ -54,10 +54,12 @@ class TreePeak:
 def fleet_ingest(meters_dir: str, out: str) -> dict:
     from smart_energy.components.fleet import ingest_fleet, write_fleet_outputs
 
-    start = time.perf_counter()
-    result = ingest_fleet(meters_dir, progress=False)
-    write_fleet_outputs(result, out)
-    return {"seconds": time.perf_counter() - start, "meters": len(result.by_meter), "hours": len(result.hourly)}
+    def step() -> dict:
+        result = ingest_fleet(meters_dir, progress=False)
+        write_fleet_outputs(result, out)
+        return {"meters": len(result.by_meter), "hours": len(result.hourly)}
+
+    return _measured(step)
 
 
 def _settings(repo: str, engine: str):
@@ -68,7 +70,9 @@ def _settings(repo: str, engine: str):
 
 
 def _measured(step):
-    """Run ``step() -> dict`` with the process tree's peak RSS; Spark stopped first, so its JVM is counted whole."""
+    """Run ``step() -> dict`` with the process tree's peak RSS, sampled (a child's ``ru_maxrss`` starts at its
+    parent's RSS when it was forked, which the runner's own work would inflate); Spark stopped first, so its JVM
+    is counted whole."""
     peak = TreePeak()
     start = time.perf_counter()
     result = step()
