@@ -108,13 +108,13 @@ def meter_features(hourly: pd.DataFrame) -> pd.DataFrame:
     complete = grid["is_complete"].astype("boolean").fillna(False).astype(bool)
     grid["is_complete"] = complete
     usage = usable_usage(grid)
-    known = _shift(usage, 1, pos)  # at the start of hour H, hour H-1 is the latest known
     out = pd.DataFrame({"meter_id": grid["meter_id"], "event_timestamp": grid["timestamp"]})
     for k in LAGS:
         out[f"usage_lag_{k}h"] = _shift(usage, k, pos)
     out["usage_last_15min"] = _shift(grid["last_15min_kw"], 1, pos)
     out["sub_metering_3_lag_1h"] = _shift(grid["sub_metering_3_kw"].where(complete), 1, pos)
     out["reactive_lag_1h"] = _shift(grid["global_reactive_power_kw"].where(complete), 1, pos)
+    # At the start of hour H, hour H-1 is the latest known: each window ends there (hence the shift by one).
     # A window that reaches into a missing or incomplete hour is missing itself: never bridged.
     for w in WINDOWS:
         out[f"usage_mean_{w}h"] = _shift(_rolling(usage, w, pos, "mean"), 1, pos)
@@ -172,10 +172,18 @@ def check_history(hourly: pd.DataFrame, min_hours: int = 24 * 7 + 24) -> None:
     for meter_id in hourly["meter_id"].unique():
         n = int(complete.get(meter_id, 0))
         if n < min_hours:
-            raise FeatureError(
-                f"meter {meter_id}: only {n} complete hours; need at least {min_hours} "
-                f"(one week for the 168 h lag plus a day) — pass more history"
-            )
+            raise history_error(meter_id, n, min_hours)
+
+
+def short_history(n: int, min_hours: int) -> str:
+    """Why a meter with ``n`` complete hours cannot be trained on or scored."""
+    return f"only {n} complete hours; need at least {min_hours}"
+
+
+def history_error(meter_id: str, n: int, min_hours: int) -> FeatureError:
+    """The one-line error for a meter with too little history."""
+    return FeatureError(f"meter {meter_id}: {short_history(n, min_hours)} "
+                        f"(one week for the 168 h lag plus a day) — pass more history")
 
 
 def with_history(data: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:
@@ -193,7 +201,7 @@ def keep_meters_with_history(hourly: pd.DataFrame, min_hours: int = 24 * 7 + 24)
         FeatureError: when no meter has enough (for one meter, ``check_history``'s message).
     """
     complete = hourly.loc[hourly["is_complete"].astype(bool)].groupby("meter_id").size()
-    short = {str(m): f"only {int(complete.get(m, 0))} complete hours; need at least {min_hours}"
+    short = {str(m): short_history(int(complete.get(m, 0)), min_hours)
              for m in hourly["meter_id"].unique() if int(complete.get(m, 0)) < min_hours}
     if len(short) == hourly["meter_id"].nunique():
         check_history(hourly, min_hours)  # raises with the first meter's reason

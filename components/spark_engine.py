@@ -10,6 +10,7 @@ same code is the driver of a Spark Operator ``SparkApplication`` (``smart_energy
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,8 +19,8 @@ from typing import Any
 import pandas as pd
 
 from smart_energy.components.errors import SmartEnergyError
-from smart_energy.components.features import (CALENDAR_FEATURES, DRIFT_FEATURES, FEATURES, LONG_GAP_HOURS, TARGET,
-                                              build_feature_frame)
+from smart_energy.components.features import (CALENDAR_FEATURES, FEATURES, LONG_GAP_HOURS, TARGET, history_error,
+                                              meter_features, short_history)
 from smart_energy.components.settings import Settings
 
 # the hourly columns the feature function reads (the rest of the ingest output stays in Spark)
@@ -44,11 +45,15 @@ def spark_conf(settings: Settings) -> dict[str, str]:
             "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower()}
     if settings.spark_master:
         conf["spark.master"] = settings.spark_master
-    elif "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
+    elif not launched_by_spark_submit():
         conf |= {"spark.master": "local[*]", "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
-                 "spark.driver.memory": settings.spark_driver_memory,
-                 "spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable}
+                 "spark.driver.memory": settings.spark_driver_memory}
     return conf
+
+
+def launched_by_spark_submit() -> bool:
+    """True in a driver that spark-submit started (it hands the Python process its gateway's port)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
 def spark_session(settings: Settings):
@@ -64,10 +69,10 @@ def spark_session(settings: Settings):
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    if "JAVA_HOME" not in os.environ and not any(Path(p, "java").exists() for p in os.environ["PATH"].split(os.pathsep)):
+    if "JAVA_HOME" not in os.environ and shutil.which("java") is None:
         raise SparkEngineError("SE_ENGINE=spark needs a Java 17 runtime (Debian: openjdk-17-jre-headless)")
     conf = spark_conf(settings)
-    if "spark.pyspark.python" in conf:  # local mode: the Python workers are this interpreter (with its packages)
+    if not launched_by_spark_submit():  # pyspark starts its workers with PYSPARK_PYTHON: this interpreter's packages
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # pyspark's workers on pandas 2
     builder = SparkSession.builder.appName("smart-energy")
@@ -113,8 +118,8 @@ def read_hourly(spark, data: str | Path):
 
 
 def feature_frame(spark, hourly, settings: Settings):
-    """``build_feature_frame`` on Spark: the meters hashed into ``spark_partitions`` shards (crc32 of the id, as the
-    batch pipeline's shards), each shard's meters through the same vectorised function."""
+    """``features.build_feature_frame`` on Spark: the meters hashed into ``spark_partitions`` shards (crc32 of the
+    id, as the batch pipeline's shards), each shard's meters through the same vectorised ``meter_features``."""
     from pyspark.sql import functions as F
 
     created = pd.Timestamp.now(tz="UTC").floor("s")
@@ -123,8 +128,8 @@ def feature_frame(spark, hourly, settings: Settings):
     def features_of_shard(shard: pd.DataFrame) -> pd.DataFrame:
         shard = shard.drop(columns="shard")
         shard["timestamp"] = pd.to_datetime(shard["timestamp"], utc=True)  # Spark hands UTC session times over naive
-        out = build_feature_frame(shard)
-        out["created"] = created
+        out = meter_features(shard)
+        out.insert(2, "created", created)  # one creation time for every shard
         return out[columns]
 
     sdf = to_spark(spark, hourly).select(*HOURLY_INPUTS)
@@ -150,13 +155,14 @@ def publish(hourly, store, settings: Settings, materialize: bool = True):
     features = spark.read.parquet(path)
     apply(store, settings)
     if materialize:
-        span = features.agg(F.min("event_timestamp").alias("start"), F.max("event_timestamp").alias("end")).first()
-        start, end = _utc(span["start"]), _utc(span["end"]) + timedelta(seconds=1)
-        report_materialised(store, features.count(), start, end, lambda: store.materialize(start, end))
+        span = features.agg(F.min("event_timestamp").alias("start"), F.max("event_timestamp").alias("end"),
+                            F.count("*").alias("rows")).first()
+        start, end = utc(span["start"]), utc(span["end"]) + timedelta(seconds=1)
+        report_materialised(store, span["rows"], start, end, lambda: store.materialize(start, end))
     return features
 
 
-def _utc(value: datetime) -> datetime:
+def utc(value: datetime) -> datetime:
     """Spark's timestamps come back as naive datetimes in the session's time zone (UTC)."""
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
@@ -175,13 +181,12 @@ def meters_with_history(hourly, min_hours: int = 24 * 7 + 24):
     from pyspark.sql import functions as F
 
     counts = hourly.groupBy("meter_id").agg(F.sum(F.col("is_complete").cast("int")).alias("complete"))
-    short = {r["meter_id"]: f"only {int(r['complete'] or 0)} complete hours; need at least {min_hours}"
-             for r in counts.where(F.coalesce(F.col("complete"), F.lit(0)) < min_hours).collect()}
+    rows = counts.where(F.coalesce(F.col("complete"), F.lit(0)) < min_hours).collect()
+    short = {r["meter_id"]: int(r["complete"] or 0) for r in rows}
     if short and len(short) == counts.count():
-        from smart_energy.components.features import FeatureError
-
-        meter, reason = sorted(short.items())[0]
-        raise FeatureError(f"meter {meter}: {reason} (one week for the 168 h lag plus a day) — pass more history")
+        meter = sorted(short)[0]
+        raise history_error(meter, short[meter], min_hours)
+    short = {meter: short_history(n, min_hours) for meter, n in short.items()}
     return (hourly.where(~F.col("meter_id").isin(list(short))) if short else hourly), short
 
 
@@ -195,8 +200,8 @@ def find_gaps(hourly, min_hours: int = LONG_GAP_HOURS) -> list[dict]:
     rows = (complete.withColumn("previous", previous)
             .withColumn("missing", (F.unix_timestamp("timestamp") - F.unix_timestamp("previous")) / 3600 - 1)
             .where(F.col("missing") >= min_hours).orderBy("meter_id", "timestamp").collect())
-    return [{"meter_id": r["meter_id"], "start": (_utc(r["previous"]) + timedelta(hours=1)).isoformat(),
-             "end": _utc(r["timestamp"]).isoformat(), "hours": int(r["missing"])} for r in rows]
+    return [{"meter_id": r["meter_id"], "start": (utc(r["previous"]) + timedelta(hours=1)).isoformat(),
+             "end": utc(r["timestamp"]).isoformat(), "hours": int(r["missing"])} for r in rows]
 
 
 def xgboost_params(params: dict[str, Any]) -> dict[str, Any]:

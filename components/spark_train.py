@@ -54,7 +54,7 @@ def train_on_spark(data: str | Path, model_dir: str | Path, settings: Settings, 
     hourly = hourly.cache()
     cutoff = pd.Timestamp(until, tz="UTC") if until else None
     if holdout_weeks:
-        cutoff = window_start(pd.Timestamp(se._utc(hourly.agg(F.max("timestamp")).first()[0])), 7 * holdout_weeks)
+        cutoff = window_start(pd.Timestamp(se.utc(hourly.agg(F.max("timestamp")).first()[0])), 7 * holdout_weeks)
     store = open_feature_store(settings)
     if publish_features:
         se.publish(hourly, store, settings)
@@ -84,7 +84,7 @@ def train_on_spark(data: str | Path, model_dir: str | Path, settings: Settings, 
                  .toPandas().iloc[::-1][DRIFT_FEATURES])
     span = frame.agg(F.min("event_timestamp"), F.max("event_timestamp"), F.count("*")).first()
     hours = int(span[2])
-    window_summary = {"start": str(pd.Timestamp(se._utc(span[0]))), "end": str(pd.Timestamp(se._utc(span[1]))),
+    window_summary = {"start": str(pd.Timestamp(se.utc(span[0]))), "end": str(pd.Timestamp(se.utc(span[1]))),
                       "hours": hours, "hours_skipped": {"target_missing": int(window.count() - hours)},
                       "gaps": se.find_gaps(window)}
     meters = sorted(r[0] for r in frame.select("meter_id").distinct().collect())
