@@ -52,6 +52,14 @@ def test_metadata_records_window_features_and_hash(trained):
     assert meta["library_versions"]["xgboost"] == xgb.__version__
     assert (trained["model_dir"] / "model.json").read_text().startswith("{")  # XGBoost JSON, not UBJSON
     assert (trained["model_dir"] / "drift" / "x_ref.npy").is_file()
+    # the refit starts at the median of the kW it learns from, and the booster file carries that start
+    from smart_energy.components.features import labels
+    from smart_energy.components.ingest import load_hourly
+
+    median = float(np.median(labels(load_hourly(trained["history"]))["target_kw"]))
+    assert meta["params"]["base_score"] == pytest.approx(median)
+    saved = json.loads((trained["model_dir"] / "model.json").read_text())["learner"]["learner_model_param"]
+    assert float(saved["base_score"].strip("[]")) == pytest.approx(median, rel=1e-6)
 
 
 def test_training_rows_come_from_feast_point_in_time(trained):
