@@ -84,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="the shared UCI slice")
     parser.add_argument("--rows", type=int, default=FULL_UCI_ROWS)
-    parser.add_argument("--only", choices=["ingest", "features", "fullsize", "serving", "loop", "fleet"], action="append")
+    parser.add_argument("--only", choices=["ingest", "features", "fullsize", "serving", "loop", "objective", "fleet"], action="append")
     args = parser.parse_args()
     big = REPO / "data" / "bench" / f"household_{args.rows}.txt"
     if not big.exists():
@@ -92,13 +92,13 @@ def main() -> None:
         # in a child process: a case's ru_maxrss starts at this process's RSS when it forks the case
         subprocess.run([sys.executable, "-m", "benchmarks.make_big_data", "--source", str(args.data), "--out", str(big),
                         "--rows", str(args.rows)], cwd=REPO, check=True)
-    sections = args.only or ["ingest", "features", "fullsize", "serving", "loop", "fleet"]
+    sections = args.only or ["ingest", "features", "fullsize", "serving", "loop", "objective", "fleet"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "ingest" in sections:
             bench_cli_startup()
             bench_ingest(big, work)
-        for section in ("features", "fullsize", "serving", "loop", "fleet"):
+        for section in ("features", "fullsize", "serving", "loop", "objective", "fleet"):
             if section not in sections:
                 continue
             try:
