@@ -21,7 +21,7 @@ import xgboost as xgb
 from benchmarks.make_fleet import make_fleet_hourly
 from smart_energy.components.features import FEATURES, build_feature_frame, labels
 from smart_energy.components.ingest import ingest_file
-from smart_energy.components.train import DEFAULT_PARAMS, fit_booster, holdout_start, time_split, with_start
+from smart_energy.components.train import DEFAULT_PARAMS, fit_booster, holdout_start, refit, time_split, with_start
 
 # the earlier default: absolute error, no cap on the leaf step (XGBoost's max_delta_step 0)
 OBJECTIVES = {"absolute error": {"objective": "reg:absoluteerror", "max_delta_step": 0.0}, "default": {}}
@@ -36,9 +36,7 @@ def feature_rows(hourly: pd.DataFrame) -> pd.DataFrame:
 def held_out_mae(train: pd.DataFrame, held_out: pd.DataFrame, params: dict) -> float:
     """``train.train``'s recipe without Feast: early stopping on the time split, refit, then score ``held_out``."""
     _, metrics = fit_booster(*time_split(train), params)
-    final = with_start({**DEFAULT_PARAMS, **params}, train["target_kw"])
-    booster = xgb.train(final, xgb.DMatrix(train[FEATURES], label=train["target_kw"], feature_names=FEATURES),
-                        metrics["best_iteration"] + 1)
+    booster, _ = refit(train, params, metrics["best_iteration"] + 1)
     pred = booster.predict(xgb.DMatrix(held_out[FEATURES], feature_names=FEATURES))
     return float(np.mean(np.abs(pred - held_out["target_kw"].to_numpy())))
 

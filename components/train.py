@@ -79,6 +79,14 @@ def fit_booster(train: pd.DataFrame, valid: pd.DataFrame, params: dict[str, Any]
                      "best_iteration": int(booster.best_iteration), "valid_hours": int(len(valid))}
 
 
+def refit(frame: pd.DataFrame, params: dict[str, Any], rounds: int) -> tuple[xgb.Booster, dict[str, Any]]:
+    """Refit on the whole window with the rounds early stopping found; returns the booster and its parameters."""
+    final = with_start({k: v for k, v in {**DEFAULT_PARAMS, **params}.items() if k != "num_boost_round"},
+                       frame["target_kw"])
+    full = xgb.DMatrix(frame[FEATURES], label=frame["target_kw"], feature_names=FEATURES)
+    return xgb.train(final, full, num_boost_round=rounds), final
+
+
 def tune(train: pd.DataFrame, valid: pd.DataFrame, trials: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Optuna search over the booster's main knobs (bounded trials), scored on the time-ordered split.
 
@@ -173,11 +181,7 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
         best, search = tune(fit_part, valid_part, hpo_trials)
         params |= best
     booster, metrics = fit_booster(fit_part, valid_part, params)
-    # refit on the whole window with the number of rounds early stopping found
-    full = xgb.DMatrix(frame[FEATURES], label=frame["target_kw"], feature_names=FEATURES)
-    final = with_start({k: v for k, v in {**DEFAULT_PARAMS, **params}.items() if k != "num_boost_round"},
-                       frame["target_kw"])
-    booster = xgb.train(final, full, num_boost_round=metrics["best_iteration"] + 1)
+    booster, final = refit(frame, params, metrics["best_iteration"] + 1)
     reference = frame[DRIFT_FEATURES].dropna().tail(DRIFT_REFERENCE_ROWS)
     window_summary = {"start": str(frame["event_timestamp"].min()), "end": str(frame["event_timestamp"].max()),
                       "hours": int(len(frame)), "hours_skipped": {"target_missing": int(len(window) - len(frame))},
