@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 SE := $(VENV)/bin/smart-energy
 DATA ?= ../shared/data/household_power_consumption_2006-12_2007-02.txt
 # Debian packages the tests and benchmarks run for real: promtool + prometheus, its pushgateway, redis-server, wrk,
-# chromium (the monitoring report opened in a real headless browser), a Java 17 runtime for Spark in local mode.
-APT_PACKAGES := prometheus prometheus-pushgateway redis-server wrk chromium openjdk-17-jre-headless
+# chromium (the monitoring report opened in a real headless browser), a Java 17 runtime for Spark in local mode,
+# haproxy (the weighted proxy that stands in for Knative's revision split in the canary test).
+APT_PACKAGES := prometheus prometheus-pushgateway redis-server wrk chromium openjdk-17-jre-headless haproxy
 PYTEST_ARGS ?=
 
 .PHONY: install system-deps test demo bench backtest monitor lock compile cluster clean
@@ -32,7 +33,7 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@# Debian starts these as services on install; our tests start their own on free 127.0.0.1 ports.
-	@-systemctl disable --now redis-server prometheus prometheus-pushgateway >/dev/null 2>&1 || true
+	@-systemctl disable --now redis-server prometheus prometheus-pushgateway haproxy >/dev/null 2>&1 || true
 
 test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -30,6 +30,7 @@ from smart_energy.components.features import (DRIFT_FEATURES, FEATURES, _calenda
                                               find_gaps, keep_meters_with_history, usable_usage, with_history)
 from smart_energy.components.ingest import load_hourly
 from smart_energy.components.settings import Settings, get_settings
+from smart_energy.components.threads import xgb_threads
 
 HORIZON_HOURS = 24
 QUANTILES = (0.1, 0.5, 0.9)
@@ -39,7 +40,7 @@ TARGET_CALENDAR = ["target_hour_of_day", "target_day_of_week", "target_is_weeken
 DAYAHEAD_FEATURES = FEATURES + ["lead_hours"] + TARGET_CALENDAR
 PARAMS: dict[str, Any] = {"objective": "reg:quantileerror", "quantile_alpha": np.array(QUANTILES),
                           "eval_metric": "quantile", "tree_method": "hist", "max_depth": 5, "eta": 0.1,
-                          "subsample": 0.8, "colsample_bytree": 0.8, "min_child_weight": 5, "nthread": 2, "seed": 7}
+                          "subsample": 0.8, "colsample_bytree": 0.8, "min_child_weight": 5, "seed": 7}  # nthread: the CPU limit
 MAX_ROUNDS, EARLY_STOPPING = 300, 50  # early stopping ends the shared file near 40 rounds (eta 0.1)
 CALIBRATION_DAYS = 7
 # A year of hourly origins (210,240 pairs) at most: an origin's 24 pairs share one row, so more origins add
@@ -171,7 +172,7 @@ def train_dayahead(data: str | Path, model_dir: str | Path, settings: Settings |
         raise SmartEnergyError(f"only {len(pairs)} (origin, lead) pairs to train on; the day-ahead model needs "
                                f"at least two days of origins with complete targets after the first week")
     fit_part, valid_part = time_split(pairs)
-    params = {**PARAMS, **(params or {})}
+    params = {**PARAMS, "nthread": xgb_threads(settings), **(params or {})}
     rounds = int(params.pop("num_boost_round", MAX_ROUNDS))
     booster = xgb.train(params, dmatrix(fit_part, True), num_boost_round=rounds,
                         evals=[(dmatrix(valid_part, True), "valid")], early_stopping_rounds=EARLY_STOPPING,

@@ -2,7 +2,7 @@
 
 A model directory (what ``train --model-dir`` writes, what the predictor loads) holds:
 
-- ``model.json``      the XGBoost booster in XGBoost's own JSON format (KServe's xgboost runtime loads it)
+- ``model.json``      the XGBoost booster in XGBoost's own JSON format
 - ``metadata.json``   version, training window, feature order, metrics, library versions, and the sha256
                       of every other file of the directory (``files``; ``sha256`` is model.json's)
 - ``drift/``          the Alibi Detect drift detector fitted on the training window (optional)
@@ -83,9 +83,12 @@ def load_booster(model_dir: str | Path):
     """The verified XGBoost booster and its metadata."""
     import xgboost as xgb
 
+    from smart_energy.components.threads import xgb_threads
+
     metadata = read_metadata(model_dir)
     booster = xgb.Booster()
     booster.load_model(str(Path(model_dir) / MODEL_FILE))
+    booster.set_param({"nthread": xgb_threads()})  # the CPU limit, not the node's cores
     return booster, metadata
 
 
@@ -160,12 +163,10 @@ def events(store: ArtifactStore, name: str) -> list[dict[str, Any]]:
 
 
 def serving_uri(artifact_uri: str, name: str, version: str) -> str:
-    """The ``storageUri`` that serves ``version`` with KServe's xgboost runtime: the booster file itself.
-
-    The runtime refuses a folder holding more than one ``.json``/``.bst``/``.ubj`` file, and a version
-    folder also holds ``metadata.json``; KServe's storage initializer downloads a single object fine.
-    """
-    return f"{artifact_uri.rstrip('/')}/models/{name}/{version}/{MODEL_FILE}"
+    """The ``storageUri`` that serves ``version`` with our ServingRuntime (``smart-energy-xgboost``): the version
+    folder. KServe's storage initializer copies all of it (``model.json``, ``metadata.json``, ``drift/``) into
+    ``/mnt/models``, where the predictor checks every file's sha256 and reads the version and calibration."""
+    return f"{artifact_uri.rstrip('/')}/models/{name}/{version}"
 
 
 def resolve_model_dir(ref: str | Path | None, dest: str | Path, settings=None) -> Path:

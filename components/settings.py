@@ -34,6 +34,7 @@ ENV: dict[str, str] = {
     "artifact_uri": "SE_ARTIFACT_URI",
     "meter_id": "SE_METER_ID",
     "model_name": "SE_MODEL_NAME",
+    "dayahead_model_name": "SE_DAYAHEAD_MODEL_NAME",
     "feature_repo": "SE_FEATURE_REPO",
     "feature_source": "SE_FEATURE_SOURCE",
     "feast_registry": "SE_FEAST_REGISTRY",
@@ -68,6 +69,7 @@ ENV: dict[str, str] = {
     "spark_master": "SE_SPARK_MASTER",
     "spark_partitions": "SE_SPARK_PARTITIONS",
     "spark_driver_memory": "SE_SPARK_DRIVER_MEMORY",
+    "xgb_threads": "SE_XGB_THREADS",
 }
 
 
@@ -82,7 +84,8 @@ class Settings:
     data_root: Path = HOME / "data"
     artifact_uri: str = (HOME / "artifacts").as_uri()
     meter_id: str = "household-1"
-    model_name: str = "energy-forecaster"
+    model_name: str = "energy-forecaster"  # the next-hour model, and its InferenceService
+    dayahead_model_name: str = "energy-forecaster-dayahead"  # the day-ahead (P10/P50/P90) model, and its InferenceService
     feature_repo: Path = HOME / "feature_repo"  # a wheel's is seeded from PACKAGED_FEATURE_REPO on first use
     feature_source: str = "data/hourly_features.parquet"  # relative to feature_repo, or s3://...
     feast_registry: str = ""  # empty: feature_store.yaml's registry
@@ -124,6 +127,9 @@ class Settings:
     spark_master: str = ""  # empty: spark-submit's master (a SparkApplication), else local[*]
     spark_partitions: int = 8  # shards of meters the feature build and materialisation run in
     spark_driver_memory: str = "2g"  # local mode's JVM (driver and executors); a SparkApplication sets its own
+    # XGBoost's threads (training, the predictor, Spark's driver-side predictions); 0: the container's CPU limit
+    # (cgroup v2 cpu.max or the v1 quota), else the CPUs this process may run on (components/threads.py)
+    xgb_threads: int = 0
 
     @property
     def feature_source_path(self) -> str:

@@ -22,6 +22,7 @@ from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.features import (CALENDAR_FEATURES, FEATURES, LONG_GAP_HOURS, TARGET, history_error,
                                               meter_features, short_history)
 from smart_energy.components.settings import Settings
+from smart_energy.components.threads import xgb_threads
 
 # the hourly columns the feature function reads (the rest of the ingest output stays in Spark)
 HOURLY_INPUTS = ["meter_id", "timestamp", "is_complete", TARGET, "last_15min_kw", "global_reactive_power_kw",
@@ -222,4 +223,7 @@ def fit(frame, params: dict[str, Any], rounds: int, num_workers: int, valid_col:
     regressor = SparkXGBRegressor(features_col=list(FEATURES), label_col="target_kw", num_workers=num_workers,
                                   n_estimators=rounds, missing=float("nan"), verbose=False, **xgboost_params(params),
                                   **extra)
-    return regressor.fit(frame).get_booster()
+    booster = regressor.fit(frame).get_booster()
+    # the driver predicts with it (validation, the drift reference): as many threads as the driver's CPU limit
+    booster.set_param({"nthread": xgb_threads()})
+    return booster

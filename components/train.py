@@ -23,6 +23,7 @@ from smart_energy.components.features import (DRIFT_FEATURES, FEATURES, find_gap
 from smart_energy.components.ingest import load_hourly
 from smart_energy.components.registry import write_model_dir
 from smart_energy.components.settings import Settings, get_settings
+from smart_energy.components.threads import xgb_threads
 
 DEFAULT_PARAMS: dict[str, Any] = {
     # We are judged on MAE. Pseudo-Huber with a 0.1 kW slope is MAE-like (robust to a kettle's spike) at a fixed
@@ -39,9 +40,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "colsample_bytree": 0.8,
     "min_child_weight": 5,
     "tree_method": "hist",
-    "nthread": 2,
     "seed": 7,
-}
+}  # nthread: threads.xgb_threads() at fit time, the container's CPU limit
 MAX_ROUNDS = 1000
 EARLY_STOPPING = 50
 VALID_FRACTION = 0.15
@@ -67,7 +67,7 @@ def with_start(params: dict[str, Any], target: pd.Series) -> dict[str, Any]:
 
 def fit_booster(train: pd.DataFrame, valid: pd.DataFrame, params: dict[str, Any] | None = None) -> tuple[xgb.Booster, dict]:
     """Fit with early stopping on ``valid``; returns the booster and its validation MAE/RMSE (kW)."""
-    params = with_start({**DEFAULT_PARAMS, **(params or {})}, train["target_kw"])
+    params = with_start({**DEFAULT_PARAMS, "nthread": xgb_threads(), **(params or {})}, train["target_kw"])
     max_rounds = int(params.pop("num_boost_round", MAX_ROUNDS))
     dtrain = xgb.DMatrix(train[FEATURES], label=train["target_kw"], feature_names=FEATURES)
     dvalid = xgb.DMatrix(valid[FEATURES], label=valid["target_kw"], feature_names=FEATURES)
@@ -81,7 +81,8 @@ def fit_booster(train: pd.DataFrame, valid: pd.DataFrame, params: dict[str, Any]
 
 def refit(frame: pd.DataFrame, params: dict[str, Any], rounds: int) -> tuple[xgb.Booster, dict[str, Any]]:
     """Refit on the whole window with the rounds early stopping found; returns the booster and its parameters."""
-    final = with_start({k: v for k, v in {**DEFAULT_PARAMS, **params}.items() if k != "num_boost_round"},
+    final = with_start({k: v for k, v in {**DEFAULT_PARAMS, "nthread": xgb_threads(), **params}.items()
+                        if k != "num_boost_round"},
                        frame["target_kw"])
     full = xgb.DMatrix(frame[FEATURES], label=frame["target_kw"], feature_names=FEATURES)
     return xgb.train(final, full, num_boost_round=rounds), final

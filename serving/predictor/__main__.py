@@ -1,4 +1,9 @@
-"""``python -m smart_energy.serving.predictor --model_dir DIR [--http_port 8081]``: the XGBoost predictor."""
+"""``python -m smart_energy.serving.predictor --model_dir DIR [--http_port 8081]``: the XGBoost predictor.
+
+On a cluster this is the container of the ServingRuntime ``smart-energy-xgboost``, started with
+``--model_name={{.Name}} --model_dir=/mnt/models`` (where KServe's storage initializer put the version folder).
+XGBoost's threads follow the container's CPU limit (``SE_XGB_THREADS`` overrides); the start-up log says how many.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +14,23 @@ from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.settings import get_settings
 from smart_energy.serving.predictor.model import EnergyPredictor
 from smart_energy.components.registry import resolve_model_dir
+from smart_energy.components.threads import cpu_budget
 from smart_energy.serving.server import base_parser, start_server
-
-DEFAULT_NTHREAD = 1  # one row per request: threads cost more than they give
 
 
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = base_parser(settings, "Smart Energy XGBoost predictor (KServe V1 + V2).")
-    parser.add_argument("--nthread", type=int, default=DEFAULT_NTHREAD, help="XGBoost threads")
     args, _ = parser.parse_known_args(argv)
     try:
         model_dir = resolve_model_dir(args.model_dir, tempfile.mkdtemp(prefix="se-predictor-"), settings)
-        model = EnergyPredictor(args.model_name, str(model_dir), args.nthread)
+        model = EnergyPredictor(args.model_name, str(model_dir), cpu_budget(settings.xgb_threads))
         model.load()
     except SmartEnergyError as err:
         print(f"predictor: error: {err}", file=sys.stderr)
         return 2
+    print(f"predictor: {model.name} version {model.version}, XGBoost threads {model.threads}", file=sys.stderr,
+          flush=True)
     start_server(model, args, settings, record_requests=False)
     return 0
 

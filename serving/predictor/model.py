@@ -1,8 +1,9 @@
 """``EnergyPredictor``: the registered XGBoost JSON model behind KServe's V1 and V2 routes.
 
-Takes complete feature rows only (the transformer does the Feast lookup). In a cluster the same
-``model.json`` is served by KServe's xgboost runtime; this class gives the same numbers, and it
-accepts that runtime's V2 request shape too (one tensor per feature, ``content_type: pd``).
+Takes complete feature rows only (the transformer does the Feast lookup). The same class serves locally and
+on a cluster, where it is the ServingRuntime ``smart-energy-xgboost`` (KServe's stock xgboost server would answer
+without our ``model_version``, so the canary could not be attributed, and without the day-ahead calibration).
+It accepts the stock runtime's V2 request shape too (one tensor per feature, ``content_type: pd``).
 A day-ahead model (``horizon_hours: 24``) takes one row per (origin, lead) and answers three outputs,
 ``p10_kw``, ``p50_kw`` and ``p90_kw``, from its margin and its stored calibration (``dayahead.calibrate``).
 """
@@ -16,6 +17,7 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import ModelMissingError
 
 from smart_energy.components.registry import MODEL_FILE, load_booster
+from smart_energy.components.threads import CpuBudget, cpu_budget
 from smart_energy.serving.logic import RequestError, check_requested_outputs, forecast, parse_v1, parse_v2
 
 OUTPUT_NAME = "output-0"  # what KServe's xgboost runtime calls its output
@@ -24,10 +26,10 @@ OUTPUT_NAME = "output-0"  # what KServe's xgboost runtime calls its output
 class EnergyPredictor(Model):
     platform = "xgboost_json"
 
-    def __init__(self, name: str, model_dir: str, nthread: int = 1):
+    def __init__(self, name: str, model_dir: str, threads: CpuBudget | None = None):
         super().__init__(name)
         self.model_dir = model_dir
-        self.nthread = nthread
+        self.threads = threads or cpu_budget()
         self.version = ""
         self.features: list[str] = []
         self.ready = False
@@ -37,7 +39,7 @@ class EnergyPredictor(Model):
         if not (Path(self.model_dir) / MODEL_FILE).is_file():
             raise ModelMissingError(str(Path(self.model_dir) / MODEL_FILE))
         self._booster, metadata = load_booster(self.model_dir)
-        self._booster.set_param({"nthread": self.nthread})
+        self._booster.set_param({"nthread": self.threads.threads})
         self.version = metadata["version"]
         self.features = list(metadata["features"])
         self.outputs = list(metadata.get("outputs") or [OUTPUT_NAME])

@@ -92,7 +92,7 @@ def test_first_model_is_promoted_and_deploy_request_names_it(first_run, pipeline
     assert request["action"] == "patch"
     assert request["target"]["kind"] == "InferenceService"
     predictor = request["patch"]["spec"]["predictor"]
-    assert predictor["model"]["storageUri"] == f"{pipeline_env['SE_ARTIFACT_URI']}/models/energy-forecaster/{decision['version']}/model.json"
+    assert predictor["model"]["storageUri"] == f"{pipeline_env['SE_ARTIFACT_URI']}/models/energy-forecaster/{decision['version']}"
     assert predictor["canaryTrafficPercent"] == 100  # nothing in production to share traffic with
     # the CLI says where things landed and shows the evaluation table
     assert str(run.run_dir / "train" / "model") in printed
