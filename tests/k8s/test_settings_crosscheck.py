@@ -16,7 +16,7 @@ import pytest
 
 from smart_energy.cli import build_parser
 from smart_energy.components.settings import ENV, Settings
-from k8s_objects import CHART_VALUES, containers, is_ours, key, kustomize, render_chart_subset
+from k8s_objects import containers, helm_objects, is_ours, key, kustomize
 
 # read by libraries themselves, not by our settings
 THIRD_PARTY_ENV = {"FEAST_S3_ENDPOINT_URL": "feast's S3 client endpoint for an s3:// registry"}
@@ -27,7 +27,7 @@ SOURCES = [("kustomize", "kind"), ("kustomize", "production"), ("chart", "kind")
 
 @functools.cache
 def _objects(source: str, overlay: str) -> tuple[dict, ...]:
-    return tuple(kustomize(overlay) if source == "kustomize" else render_chart_subset(CHART_VALUES[overlay]))
+    return tuple(kustomize(overlay) if source == "kustomize" else helm_objects(overlay))
 
 
 @functools.cache
