@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make cluster`: a local kind cluster with Knative Serving (KServe Serverless mode, needed for canary
 # traffic splitting), KServe, Kubeflow Pipelines, Katib, kube-prometheus-stack, the Kubeflow Spark Operator
-# and smart-energy.
+# and smart-energy: its ServingRuntime smart-energy-xgboost and both InferenceServices (energy-forecaster,
+# energy-forecaster-dayahead) come with the overlay / the chart.
 # Needs Docker, kind, kubectl and helm on PATH. Not run by the test suite (no Docker there).
 set -euo pipefail
 
@@ -14,6 +15,7 @@ KATIB_VERSION=${KATIB_VERSION:-v0.17.0}
 # the release whose SparkApplication CRD tests/k8s/crds/ vendors (and validates our objects against)
 SPARK_OPERATOR_VERSION=${SPARK_OPERATOR_VERSION:-2.5.2}
 INSTALL_WITH=${INSTALL_WITH:-kustomize}   # kustomize | helm
+ISVC_READY_TIMEOUT=${ISVC_READY_TIMEOUT:-600s}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "cluster.sh: $1 is required on PATH" >&2; exit 2; }; }
@@ -65,10 +67,11 @@ helm upgrade --install spark-operator spark-operator/spark-operator --version "$
 
 echo "== smart-energy images (:dev) into kind"
 docker build -f "$ROOT/components/Dockerfile" -t ghcr.io/smart-energy/components:dev "$ROOT"
-docker build -f "$ROOT/serving/Dockerfile" -t ghcr.io/smart-energy/transformer:dev "$ROOT"
+# one image for the predictor (the ServingRuntime's container) and the transformers
+docker build -f "$ROOT/serving/Dockerfile" -t ghcr.io/smart-energy/serving:dev "$ROOT"
 docker build -f "$ROOT/components/Dockerfile.spark" -t ghcr.io/smart-energy/spark:dev "$ROOT"
 kind load docker-image --name "$CLUSTER" \
-  ghcr.io/smart-energy/components:dev ghcr.io/smart-energy/transformer:dev ghcr.io/smart-energy/spark:dev
+  ghcr.io/smart-energy/components:dev ghcr.io/smart-energy/serving:dev ghcr.io/smart-energy/spark:dev
 
 echo "== smart-energy (${INSTALL_WITH})"
 if [ "$INSTALL_WITH" = helm ]; then
@@ -78,4 +81,25 @@ else
 fi
 kubectl -n smart-energy rollout status statefulset/minio --timeout=300s
 kubectl -n smart-energy rollout status deploy/redis --timeout=300s
-echo "done. Next: README.md, Kubernetes, 'Install on kind', step 6 (first model)."
+kubectl -n smart-energy get servingruntime/smart-energy-xgboost >/dev/null
+
+echo "== InferenceServices energy-forecaster and energy-forecaster-dayahead"
+# An InferenceService is Ready once it serves a registry version: `smart-energy rollout` replaces the placeholder
+# storageUri .../production with the version folder (and re-applying keeps the live value). On a new cluster that
+# comes after README.md, Kubernetes, 'Install on kind', step 6 (first model); run `make cluster` again then.
+waiting=()
+for isvc in energy-forecaster energy-forecaster-dayahead; do
+  uri=$(kubectl -n smart-energy get "isvc/$isvc" -o jsonpath='{.spec.predictor.model.storageUri}')
+  if [ "${uri%/production}" != "$uri" ]; then
+    echo "$isvc: no model rolled out yet ($uri); not waiting for it (README.md, Kubernetes, step 6)"
+  else
+    waiting+=("isvc/$isvc")
+  fi
+done
+if [ "${#waiting[@]}" -gt 0 ] && ! kubectl -n smart-energy wait --for=condition=Ready \
+    --timeout="$ISVC_READY_TIMEOUT" "${waiting[@]}"; then
+  kubectl -n smart-energy get isvc >&2 || true
+  echo "cluster.sh: ${waiting[*]} not Ready after $ISVC_READY_TIMEOUT" >&2
+  exit 1
+fi
+echo "done: ${#waiting[@]} of 2 InferenceServices Ready."

@@ -59,8 +59,53 @@ def test_thresholds_match_the_rollout_settings():
     defaults, alerts = Settings(), _alerts()
     assert f"> {defaults.max_p99_latency_seconds}" in alerts["SmartEnergyHighLatencyP99"]["expr"]
     assert f"> {defaults.max_error_rate}" in alerts["SmartEnergyHighErrorRate"]["expr"]
-    assert f"{defaults.max_mae_ratio} * min(se_forecast_mae_kw)" in alerts["SmartEnergyCanaryWorseThanProduction"]["expr"]
-    assert f">= {defaults.drift_share} * count(se_drift_detected)" in alerts["SmartEnergyDriftDetected"]["expr"]
+    assert f"{defaults.max_mae_ratio} * min by (isvc) (se_forecast_mae_kw)" in \
+        alerts["SmartEnergyCanaryWorseThanProduction"]["expr"]
+    assert f">= {defaults.drift_share} * count by (isvc) (se_drift_detected)" in alerts["SmartEnergyDriftDetected"]["expr"]
+
+
+# series a transformer exports (its PodMonitor adds `isvc`); the pipeline's and the loop's pushed ones carry none
+SERVING_METRICS = re.compile(r"\b(se_(?:requests_total|request_duration_seconds_bucket|drift_detected|forecast_mae_kw|"
+                             r"baseline_mae_kw)|se:[a-z0-9_:]+)\b")
+
+
+def _aggregations(expr: str) -> list[tuple[str, str]]:
+    """(aggregation operator, its grouping) for every sum/min/max/count in the PromQL expression."""
+    return [(m.group(1), m.group(2) or "") for m in
+            re.finditer(r"\b(sum|min|max|count)\b\s*(?:by\s*\(([^)]*)\))?\s*\(", expr)]
+
+
+def test_serving_rules_are_per_inference_service():
+    """Every aggregation over a transformer's series keeps `isvc`, and every comparison between series matches on it,
+    so the next-hour and the day-ahead model never mix (alerts_test.yaml shows it with both models' series)."""
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    serving = [r for g in groups for r in g["rules"] if SERVING_METRICS.search(r["expr"])]
+    assert {r.get("alert") or r.get("record") for r in serving} == {
+        "se:request_error_ratio:rate5m", "se:request_duration_seconds:p99_5m", "SmartEnergyDriftDetected",
+        "SmartEnergyForecastWorseThanBaseline", "SmartEnergyHighLatencyP99", "SmartEnergyHighErrorRate",
+        "SmartEnergyCanaryWorseThanProduction"}
+    for rule in serving:
+        name = rule.get("alert") or rule.get("record")
+        for op, grouping in _aggregations(rule["expr"]):
+            assert "isvc" in [g.strip() for g in grouping.split(",")], f"{name}: {op} without `by (isvc, ...)`"
+        assert "scalar(" not in rule["expr"] and "on()" not in rule["expr"].replace(" ", ""), name
+        for match in re.findall(r"\bon\s*\(([^)]*)\)", rule["expr"]):
+            assert "isvc" in match, f"{name}: on({match}) compares across InferenceServices"
+        if "alert" in rule:
+            assert "{{ $labels.isvc }}" in rule["annotations"]["summary"], name
+
+
+def test_day_ahead_model_is_tested_firing_and_not_firing():
+    """Both models' series are in the unit tests, and each serving alert fires with isvc of the day-ahead model."""
+    cases = yaml.safe_load(UNIT_TESTS.read_text())["tests"]
+    fired = {check["alertname"] for case in cases for check in case.get("alert_rule_test", [])
+             for alert in check["exp_alerts"] if alert["exp_labels"].get("isvc") == "energy-forecaster-dayahead"}
+    assert fired >= {"SmartEnergyDriftDetected", "SmartEnergyHighLatencyP99", "SmartEnergyHighErrorRate",
+                     "SmartEnergyCanaryWorseThanProduction"}
+    mixed = [case["name"] for case in cases
+             if {"energy-forecaster", "energy-forecaster-dayahead"} <= set(re.findall(
+                 r'isvc="([^"]+)"', " ".join(s["series"] for s in case["input_series"])))]
+    assert len(mixed) >= 4, mixed
 
 
 def _exposed_metric_names() -> set[str]:

@@ -137,7 +137,8 @@ def test_image_names_come_from_one_place():
     ci = _ci()
     registry = ci["env"]["REGISTRY"]
     built = {m["image"]: m["dockerfile"] for m in ci["jobs"]["release"]["strategy"]["matrix"]["include"]}
-    assert built == {"components": "components/Dockerfile", "transformer": "serving/Dockerfile",
+    # serving: the predictor (ServingRuntime smart-energy-xgboost) and the transformers, one image
+    assert built == {"components": "components/Dockerfile", "serving": "serving/Dockerfile",
                      "spark": "components/Dockerfile.spark"}
     values = yaml.safe_load((CHART / "values.yaml").read_text())["images"]
     kind_values = yaml.safe_load((CHART / "values-kind.yaml").read_text())["images"]
@@ -151,7 +152,32 @@ def test_image_names_come_from_one_place():
     assert f"{values['components']['repository']}:{values['components']['tag']}" == IMAGE
     assert f"{values['spark']['repository']}:{values['spark']['tag']}" == SPARK_IMAGE  # what the Spark pipeline runs
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    assert values["transformer"]["tag"] == values["components"]["tag"] == values["spark"]["tag"] == chart["appVersion"]
+    assert values["serving"]["tag"] == values["components"]["tag"] == values["spark"]["tag"] == chart["appVersion"]
+    # no placeholder or repository of the former transformer-only image is left anywhere we deploy from
+    for path in [*sorted((REPO / "manifests").rglob("*.yaml")), *sorted(CHART.rglob("*.yaml")),
+                 REPO / "manifests" / "kind" / "cluster.sh", REPO / "serving" / "Dockerfile"]:
+        text = path.read_text()
+        assert "smart-energy-transformer" not in text and "smart-energy/transformer" not in text, path
+
+
+def test_serving_image_runs_both_servers_as_non_root():
+    """One image: both servers are in the wheel it installs, its USER is not root, and neither the ServingRuntime
+    nor the transformers rely on its entrypoint (both set their command)."""
+    lines = instructions(REPO / "serving" / "Dockerfile")
+    assert [ln for ln in lines if ln.startswith("USER ")][-1] == "USER 10001:10001"
+    assert "COPY serving ./serving" in lines
+    for module in ("smart_energy.serving.predictor.__main__", "smart_energy.serving.transformer.__main__"):
+        assert importlib.util.find_spec(module) is not None, module
+    for overlay in ("kind", "production"):
+        objs = [d for d in yaml.safe_load_all(subprocess.run(
+            ["kubectl", "kustomize", str(OVERLAYS / overlay)], capture_output=True, text=True, timeout=60,
+            check=True).stdout) if d]
+        runtime = next(o for o in objs if o["kind"] == "ServingRuntime")
+        commands = [c["command"] for c in runtime["spec"]["containers"]]
+        commands += [c["command"] for o in objs if o["kind"] == "InferenceService"
+                     for c in o["spec"]["transformer"]["containers"]]
+        assert sorted(map(tuple, commands)) == [("python", "-m", "smart_energy.serving.predictor")] + \
+            [("python", "-m", "smart_energy.serving.transformer")] * 2
 
 
 def test_cluster_script_parses_and_installs_serverless_kserve():
@@ -161,8 +187,17 @@ def test_cluster_script_parses_and_installs_serverless_kserve():
     text = script.read_text()
     for needle in ("kind create cluster", "knative/serving", "kserve.yaml", "kubeflow/pipelines",
                    "kube-prometheus-stack", "manifests/overlays/kind", "values-kind.yaml", "kind load docker-image",
-                   "spark-operator/spark-operator", "components/Dockerfile.spark", "ghcr.io/smart-energy/spark:dev"):
+                   "spark-operator/spark-operator", "components/Dockerfile.spark", "ghcr.io/smart-energy/spark:dev",
+                   "serving/Dockerfile", "ghcr.io/smart-energy/serving:dev", "servingruntime/smart-energy-xgboost"):
         assert needle in text, needle
+    # every image built is loaded into kind
+    built = set(re.findall(r"docker build .* -t (\S+)", text))
+    load = text[text.index("kind load docker-image"):].split("\n\n")[0]
+    assert built == {f"ghcr.io/smart-energy/{i}:dev" for i in ("components", "serving", "spark")}
+    assert all(image in load for image in built), load
+    # and at the end it waits for both InferenceServices to be Ready
+    assert "kubectl -n smart-energy wait --for=condition=Ready" in text
+    assert "for isvc in energy-forecaster energy-forecaster-dayahead; do" in text
     # the operator installed is the release whose CRD tests/k8s/test_spark.py validates against
     crd_header = (REPO / "tests" / "k8s" / "crds" / "sparkoperator.k8s.io_sparkapplications.yaml").read_text()[:1000]
     tag = re.search(r"tag (v[\d.]+)", crd_header).group(1)

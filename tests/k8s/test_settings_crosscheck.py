@@ -2,7 +2,8 @@
 
 Env vars must be names in ``smart_energy.components.settings.ENV`` (values must parse as the settings' types);
 flags of ``smart-energy <command>`` must parse with the real CLI parser; flags of the transformer must
-be kserve ModelServer flags; flags of ``kfp`` must be options of the kfp CLI.
+be kserve ModelServer flags, and so must the predictor's (the ServingRuntime's container; tests/k8s/test_serving_runtime.py
+parses them with the predictor's own parser); flags of ``kfp`` must be options of the kfp CLI.
 """
 
 from __future__ import annotations
@@ -63,11 +64,20 @@ def _commands(container: dict) -> list[list[str]]:
     return [argv]
 
 
+def _containers(obj):
+    """containers(), and the ServingRuntime's: the predictor container of every InferenceService."""
+    if obj["kind"] == "ServingRuntime":
+        for c in obj["spec"]["containers"]:
+            yield "ServingRuntime", c
+    for where, _, c in containers(obj):
+        yield where, c
+
+
 def _our_containers(source, overlay, kinds=None):
     for obj in _objects(source, overlay):
         if kinds is not None and obj["kind"] not in kinds:
             continue
-        for where, _, c in containers(obj):
+        for where, c in _containers(obj):
             if is_ours(c):
                 yield f"{source}/{overlay} {key(obj)} {where}", c
 
@@ -89,19 +99,25 @@ def test_env_vars_are_settings_names(source, overlay):
             for var in re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", script):
                 assert var in allowed, f"{where}: script uses ${var}"
         seen += 1
-    assert seen == 6
+    # the runtime's predictor, two transformers, two rollout CronJobs, retrain-daily, the Katib trial, the Spark driver
+    # and executor
+    assert seen == 9
 
 
 @pytest.mark.parametrize("source,overlay", SOURCES)
 def test_flags_are_ones_the_programs_read(source, overlay):
     parser, available = cli_parser()
     kinds = set()
-    for where, c in _our_containers(source, overlay, kinds={"InferenceService", "CronJob", "SparkApplication"}):
+    for where, c in _our_containers(source, overlay, kinds={"InferenceService", "ServingRuntime", "CronJob",
+                                                            "SparkApplication"}):
         for argv in _commands(c):
-            if argv[:3] == ["python", "-m", "smart_energy.serving.transformer"]:
-                flags = {a for a in argv[3:] if a.startswith("--")}
-                assert flags and flags <= kserve_flags(), f"{where}: {flags - kserve_flags()}"
-                kinds.add("transformer")
+            if argv[:3] in (["python", "-m", "smart_energy.serving.transformer"],
+                            ["python", "-m", "smart_energy.serving.predictor"]):
+                server = argv[2].rsplit(".", 1)[-1]
+                flags = {a.split("=", 1)[0] for a in argv[3:] if a.startswith("--")}
+                known = kserve_flags() | ({"--model_dir"} if server == "predictor" else set())
+                assert flags and flags <= known, f"{where}: {flags - known}"
+                kinds.add(server)
             elif argv[0] == "smart-energy":
                 if argv[1] in available:
                     try:
@@ -117,7 +133,7 @@ def test_flags_are_ones_the_programs_read(source, overlay):
                 continue  # the one-line JSON filter of the Katib trial
             else:
                 pytest.fail(f"{where}: unexpected command {argv}")
-    assert kinds == {"transformer", "smart-energy rollout", "smart-energy train", "kfp"}
+    assert kinds == {"transformer", "predictor", "smart-energy rollout", "smart-energy train", "kfp"}
 
 
 def test_katib_trial_runs_train_and_evaluate_with_flags_they_accept():
