@@ -191,7 +191,7 @@ def train_dayahead(data: str | Path, model_dir: str | Path, settings: Settings |
     created = datetime.now(timezone.utc)
     window = hourly if cutoff is None else hourly[hourly["timestamp"] < cutoff]
     metadata = {
-        "name": settings.model_name, "version": created.strftime("v%Y%m%dT%H%M%SZ-24h"),
+        "name": settings.dayahead_model_name, "version": created.strftime("v%Y%m%dT%H%M%SZ-24h"),
         "created_at": created.isoformat(),
         "target": "global_active_power_kw of each of the next 24 hours (mean kW), P10/P50/P90",
         "horizon_hours": HORIZON_HOURS, "quantiles": list(QUANTILES), "outputs": list(OUTPUTS),

@@ -131,28 +131,52 @@ def split_history_holdout(raw: Path, first_timestamp: str, cutoff: str, history_
     return history, holdout, before, after
 
 
-def check_horizon(horizon_hours: int) -> None:
-    """The forecaster predicts the next hour; refuse other horizons instead of silently ignoring them."""
-    if horizon_hours != 1:
-        raise SmartEnergyError(f"horizon_hours={horizon_hours}: the forecaster predicts the next hour only (1)")
+HORIZONS = (1, 24)  # the next-hour model and the day-ahead (P10/P50/P90) model
+
+
+def check_horizon(horizon_hours: int, hpo_trials: int = 0) -> None:
+    """Refuse a horizon neither model has, instead of silently training another one."""
+    if horizon_hours not in HORIZONS:
+        raise SmartEnergyError(f"horizon_hours={horizon_hours}: choose 1 (next hour) or 24 (day ahead)")
+    if horizon_hours == 24 and hpo_trials:
+        raise SmartEnergyError("hpo_trials tunes the next-hour model only; the day-ahead branch takes 0")
+
+
+def evaluate_model(model_dir: str | Path, data: str | Path, history: str | Path) -> dict[str, Any]:
+    """``evaluate`` for a next-hour model, ``evaluate_dayahead`` for a day-ahead one (by its metadata)."""
+    from smart_energy.components.registry import read_metadata
+
+    if read_metadata(model_dir).get("horizon_hours") == 24:
+        from smart_energy.components.dayahead import evaluate_dayahead
+
+        return evaluate_dayahead(model_dir, data, history)
+    from smart_energy.components.evaluate import evaluate
+
+    return evaluate(model_dir, data, history)
+
+
+# what says two evaluations scored the same hours (next hour) or the same origins (day ahead)
+SCORED_WINDOW = {1: ("hours_scored", "first_hour", "last_hour"), 24: ("hours_scored", "first_origin", "last_origin")}
 
 
 def compare_with_production(model_dir: str | Path, holdout: str | Path, history: str | Path,
-                            store, model_name: str) -> dict[str, Any]:
-    """Score the new model and the registry's production model (if any) on the same hold-out hours.
+                            store) -> dict[str, Any]:
+    """Score the new model and the registry's production model of the same name (if any) on the same hold-out
+    hours: the next-hour model on every hour, the day-ahead model on every (origin, lead) pair.
 
     Returns:
-        ``{"candidate": evaluation, "production": evaluation or None}`` (see ``smart_energy.components.evaluate``).
+        ``{"model_name", "horizon_hours", "candidate": evaluation, "production": evaluation or None}``.
     """
-    from smart_energy.components.evaluate import evaluate
-    from smart_energy.components.registry import download, stage_version
+    from smart_energy.components.registry import download, read_metadata, stage_version
 
-    result: dict[str, Any] = {"candidate": evaluate(model_dir, holdout, history), "production": None}
-    if stage_version(store, model_name, "production"):
+    metadata = read_metadata(model_dir)
+    name, horizon = metadata["name"], int(metadata.get("horizon_hours", 1))
+    result: dict[str, Any] = {"model_name": name, "horizon_hours": horizon,
+                              "candidate": evaluate_model(model_dir, holdout, history), "production": None}
+    if stage_version(store, name, "production"):
         with tempfile.TemporaryDirectory() as tmp:
-            production = evaluate(download(store, model_name, "production", tmp), holdout, history)
-        window = ("hours_scored", "first_hour", "last_hour")
-        if any(production[k] != result["candidate"][k] for k in window):
+            production = evaluate_model(download(store, name, "production", tmp), holdout, history)
+        if any(production[k] != result["candidate"][k] for k in SCORED_WINDOW[horizon]):
             raise SmartEnergyError("candidate and production were not scored on the same hours")
         result["production"] = production
     return result
@@ -161,11 +185,14 @@ def compare_with_production(model_dir: str | Path, holdout: str | Path, history:
 def flat_metrics(comparison: dict[str, Any]) -> dict[str, float]:
     """The comparison as flat scalar metrics (what the KFP UI lists)."""
     new, production = comparison["candidate"], comparison.get("production")
-    out = {"mae_kw": new["mae_kw"], "rmse_kw": new["rmse_kw"], "hours_scored": new["hours_scored"]}
-    out |= {f"hours_skipped_{why}": n for why, n in new.get("hours_skipped", {}).items()}
+    out = {"mae_kw": new["mae_kw"], "hours_scored": new["hours_scored"]}
+    # next hour: RMSE; day ahead: the band's coverage and pinball loss
+    out |= {k: new[k] for k in ("rmse_kw", "coverage_p10_p90", "pinball_kw") if k in new}
+    out |= {f"hours_skipped_{why}": n for why, n in (new.get("hours_skipped") or new.get("pairs_skipped", {})).items()}
     out |= {f"{name}_mae_kw": s["mae_kw"] for name, s in new["baselines"].items()}
     if production:
-        out |= {"production_mae_kw": production["mae_kw"], "production_rmse_kw": production["rmse_kw"]}
+        out |= {f"production_{k}": production[k] for k in ("mae_kw", "rmse_kw", "coverage_p10_p90", "pinball_kw")
+                if k in production}
     return out
 
 
@@ -178,7 +205,8 @@ def decide(comparison: dict[str, Any], promotion_threshold: float) -> dict[str, 
     new = comparison["candidate"]
     mae, persistence = new["mae_kw"], new["baselines"]["persistence"]["mae_kw"]
     production = comparison.get("production")
-    out: dict[str, Any] = {"candidate_mae_kw": mae, "persistence_mae_kw": persistence,
+    out: dict[str, Any] = {"model_name": comparison.get("model_name"), "candidate_mae_kw": mae,
+                           "persistence_mae_kw": persistence,
                            "production_mae_kw": production["mae_kw"] if production else None,
                            "production_version": production["model_version"] if production else None,
                            "promotion_threshold": promotion_threshold}
@@ -219,15 +247,17 @@ def deploy_request(decision: dict[str, Any], settings: Settings) -> dict[str, An
     A first model takes all traffic; a replacement starts at the first canary step, as
     `smart-energy rollout` would (it then steps or rolls back from Prometheus).
     """
+    # each model has its InferenceService of the same name (energy-forecaster, energy-forecaster-dayahead)
+    name = decision.get("model_name") or settings.model_name
     target = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-              "namespace": settings.namespace, "name": settings.inference_service}
+              "namespace": settings.namespace, "name": name}
     if not decision["promote"]:
         return {"action": "none", "reason": decision["reason"], "target": target}
     from smart_energy.components.rollout_policy import canary_patch, parse_steps, storage_uri  # the controller's own patch
 
     version = decision["version"]
     percent = 100 if decision.get("production_version") is None else parse_steps(settings.canary_steps)[0]
-    uri = storage_uri(settings.artifact_uri, settings.model_name, version)
+    uri = storage_uri(settings.artifact_uri, name, version)
     return {
         "action": "patch", "reason": decision["reason"], "target": target,
         "patch_type": "application/merge-patch+json",
@@ -243,10 +273,16 @@ def evaluation_markdown(comparison: dict[str, Any]) -> str:
     if production:
         rows.append((f"production {production['model_version']}", production))
     rows += sorted(new["baselines"].items(), key=lambda kv: kv[1]["mae_kw"])
-    lines = [f"Next-hour forecast, {new['hours_scored']:,} hours {new['first_hour']} .. {new['last_hour']}", "",
-             "| forecast | MAE kW | RMSE kW | MAE vs persistence |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {s['mae_kw']:.4f} | {s['rmse_kw']:.4f} | {s['mae_kw'] / persistence - 1:+.1%} |"
-              for name, s in rows]
+    if comparison.get("horizon_hours") == 24:
+        title = (f"Day-ahead forecast (P50), {new['hours_scored']:,} (origin, lead) pairs, origins "
+                 f"{new['first_origin']} .. {new['last_origin']}")
+        second, key = "P10-P90 coverage", "coverage_p10_p90"
+    else:
+        title = f"Next-hour forecast, {new['hours_scored']:,} hours {new['first_hour']} .. {new['last_hour']}"
+        second, key = "RMSE kW", "rmse_kw"
+    lines = [title, "", f"| forecast | MAE kW | {second} | MAE vs persistence |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {s['mae_kw']:.4f} | {s[key]:.4f} | {s['mae_kw'] / persistence - 1:+.1%} |" if key in s
+              else f"| {name} | {s['mae_kw']:.4f} | | {s['mae_kw'] / persistence - 1:+.1%} |" for name, s in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -54,13 +54,15 @@ def compile_fleet_spark_pipeline(out: str | Path = FLEET_SPARK_COMPILED) -> Path
 def _params(args: argparse.Namespace) -> dict:
     """Pipeline parameters from the flags; the meter and the gate's limit default to the settings (SE_*)."""
     settings = get_settings()
-    names = ("meter_id", "horizon_hours", "hpo_trials", "promotion_threshold", "max_quarantine_fraction", "holdout_days")
+    names = ("meter_id", "hpo_trials", "promotion_threshold", "max_quarantine_fraction", "holdout_days")
     params = {"meter_id": settings.meter_id, "max_quarantine_fraction": settings.max_quarantine_fraction}
     return params | {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def print_run(run, stream=sys.stdout) -> None:
-    """Where a local run's artifacts landed, its metrics, the evaluation table and the deploy request."""
+    """Where a local run's artifacts landed, its metrics, and per model the evaluation table and the deploy request."""
+    from smart_energy.pipelines.local_run import BRANCHES
+
     print(f"\nrun directory: {run.run_dir}", file=stream)
     print(f"  {'task output (logs)':34s} {run.run_dir / 'tasks.log'}", file=stream)
     for name, path in run.artifacts().items():
@@ -69,11 +71,13 @@ def print_run(run, stream=sys.stdout) -> None:
     for task, values in run.metrics.items():
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         print(f"  {task:22s} {shown}", file=stream)
-    print("\n" + run.read_text("evaluate", "report"), file=stream)
-    decision = run.read_json("register", "decision")
-    print(f"registered {decision['version']} as {decision['stage']}: {decision['reason']}", file=stream)
-    print(f"deploy request ({run.run_dir / 'deploy-request' / 'request'}):\n{run.read_text('deploy-request', 'request')}",
-          file=stream)
+    for suffix in BRANCHES:  # the next-hour model, then the day-ahead one
+        print("\n" + run.read_text(f"evaluate{suffix}", "report"), file=stream)
+        decision = run.read_json(f"register{suffix}", "decision")
+        print(f"registered {decision['model_name']} {decision['version']} as {decision['stage']}: {decision['reason']}",
+              file=stream)
+        request = run.run_dir / f"deploy-request{suffix}" / "request"
+        print(f"deploy request ({request}):\n{request.read_text()}", file=stream)
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> int:
@@ -125,7 +129,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pipeline-root", type=Path, help="run --local: where task outputs go "
                    "(default <SE_ARTIFACT_URI>/pipeline-runs)")
     p.add_argument("--meter-id", dest="meter_id", help=f"meter id (default {defaults.meter_id}, env SE_METER_ID)")
-    p.add_argument("--horizon-hours", dest="horizon_hours", type=int, help="forecast horizon (only 1 is supported)")
     p.add_argument("--hpo-trials", dest="hpo_trials", type=int, help="Optuna trials (default 0)")
     p.add_argument("--promotion-threshold", dest="promotion_threshold", type=float,
                    help="relative MAE improvement over production needed to promote (default 0.01)")

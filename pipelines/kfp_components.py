@@ -79,15 +79,19 @@ def materialize_features(hourly: Input[Dataset], features: Output[Dataset], metr
 @component
 def train(hourly: Input[Dataset], until: str, hpo_trials: int, horizon_hours: int,
           model: Output[Model], metrics: Output[Metrics]):
-    """Train the next-hour XGBoost forecaster on the hours before ``until`` (optional Optuna search)."""
+    """Train a forecaster on the hours before ``until``: next hour (optional Optuna search) or day ahead (24)."""
+    from smart_energy.components.dayahead import train_dayahead
     from smart_energy.components.pipeline_steps import check_horizon
     from smart_energy.components.settings import get_settings
     from smart_energy.components.train import train as fit
 
-    check_horizon(horizon_hours)
+    check_horizon(horizon_hours, hpo_trials)
     # materialize-features (which this step runs after) already published these hours to Feast
-    metadata = fit(hourly.path, model.path, get_settings(), hpo_trials=hpo_trials, until=until,
-                   publish_features=False)
+    if horizon_hours == 24:
+        metadata = train_dayahead(hourly.path, model.path, get_settings(), until=until)
+    else:
+        metadata = fit(hourly.path, model.path, get_settings(), hpo_trials=hpo_trials, until=until,
+                       publish_features=False)
     model.metadata.update(version=metadata["version"], framework="xgboost", sha256=metadata["sha256"])
     for key, value in metadata["metrics"].items():
         metrics.log_metric(key, value)
@@ -105,7 +109,7 @@ def evaluate(model: Input[Model], history: Input[Dataset], holdout: Input[Datase
 
     settings = get_settings()
     result = compare_with_production(model.path, only_file(holdout.path), only_file(history.path),
-                                     open_store(settings=settings), settings.model_name)
+                                     open_store(settings=settings))
     with open(comparison.path, "w") as fh:
         json.dump(result, fh, indent=2)
     with open(report.path, "w") as fh:

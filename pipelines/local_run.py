@@ -22,8 +22,10 @@ from urllib.parse import unquote, urlparse
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.settings import HOME, Settings, get_settings
 
-STAGES = ["ingest", "quality-gate", "split-holdout", "materialize-features", "train", "evaluate", "register",
-          "deploy-request"]
+# the task names (KFP's): the shared steps, then one branch per model, the day-ahead one suffixed "-2"
+BRANCHES = {"": "energy-forecaster (next hour)", "-2": "energy-forecaster-dayahead (day ahead)"}
+STAGES = ["ingest", "quality-gate", "split-holdout", "materialize-features"] + [
+    f"{step}{suffix}" for suffix in BRANCHES for step in ("train", "evaluate", "register", "deploy-request")]
 TASK_LOG = "tasks.log"  # every task's own output, in the run directory
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK_EVENT = re.compile(r"^(?:Executing task '(?P<start>[\w-]+)'|Task '(?P<end>[\w-]+)' finished with status)")

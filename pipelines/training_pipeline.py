@@ -1,4 +1,5 @@
-"""The training pipeline: ingest → quality gate → hold-out split → features → train → evaluate → register → deploy request.
+"""The training pipeline: ingest → quality gate → hold-out split → features → train → evaluate → register → deploy request,
+for both models: the next-hour one and the day-ahead (P10/P50/P90) one, two branches from the same features.
 
 Only wiring: every step is a component in ``smart_energy.pipelines.kfp_components``. There is no ``dsl.If``:
 the register step decides promote-or-not from the evaluation (kfp.local mishandles conditions,
@@ -21,7 +22,8 @@ DEFAULT_PROMOTION_THRESHOLD = 0.01
 # On the cluster every step reads the settings from the ConfigMap and the credentials from the Secret
 # that manifests/ (and the chart) install; kfp.local ignores these and uses the local environment.
 SETTINGS_CONFIG_MAP = "smart-energy-settings"
-SETTINGS_KEYS = ("SE_ARTIFACT_URI", "S3_ENDPOINT", "S3_USE_HTTPS", "AWS_REGION", "SE_MODEL_NAME", "SE_FEATURE_REPO",
+SETTINGS_KEYS = ("SE_ARTIFACT_URI", "S3_ENDPOINT", "S3_USE_HTTPS", "AWS_REGION", "SE_MODEL_NAME", "SE_DAYAHEAD_MODEL_NAME",
+                 "SE_FEATURE_REPO",
                  "SE_FEATURE_SOURCE", "SE_ONLINE_STORE", "SE_REDIS_CONNECTION", "SE_PUSHGATEWAY_URL",
                  "FEAST_S3_ENDPOINT_URL")
 CREDENTIALS_SECRET = "minio-credentials"
@@ -35,12 +37,11 @@ def _cluster_settings(task: dsl.PipelineTask) -> None:
     kubernetes.use_config_map_as_volume(task, FEAST_CONFIG_MAP, mount_path=FEAST_MOUNT)
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Daily retraining of the next-hour energy forecaster, "
-              "promoted only when it beats production on the same hold-out hours.")
+@dsl.pipeline(name=PIPELINE_NAME, description="Daily retraining of the next-hour and the day-ahead energy "
+              "forecasters, each promoted only when it beats its production model on the same hold-out hours.")
 def training_pipeline(
     data_uri: str = DEFAULT_DATA_URI,
     meter_id: str = DEFAULTS.meter_id,
-    horizon_hours: int = 1,
     hpo_trials: int = 0,
     promotion_threshold: float = DEFAULT_PROMOTION_THRESHOLD,
     max_quarantine_fraction: float = DEFAULTS.max_quarantine_fraction,
@@ -52,14 +53,20 @@ def training_pipeline(
     split_holdout_task = split_holdout(raw=ingest_task.outputs["raw"], hourly=ingest_task.outputs["hourly"],
                                        holdout_days=holdout_days).after(quality_gate_task)
     materialize_features_task = materialize_features(hourly=ingest_task.outputs["hourly"]).after(quality_gate_task)
-    train_task = train(hourly=ingest_task.outputs["hourly"], until=split_holdout_task.outputs["Output"],
-                       hpo_trials=hpo_trials, horizon_hours=horizon_hours).after(materialize_features_task)
-    evaluate_task = evaluate(model=train_task.outputs["model"], history=split_holdout_task.outputs["history"],
-                             holdout=split_holdout_task.outputs["holdout"])
-    register_task = register(model=train_task.outputs["model"], comparison=evaluate_task.outputs["comparison"],
-                             promotion_threshold=promotion_threshold)
-    deploy_request_task = deploy_request(decision=register_task.outputs["decision"])
-    for task in (ingest_task, quality_gate_task, split_holdout_task, materialize_features_task, train_task,
-                 evaluate_task, register_task, deploy_request_task):
+    tasks = [ingest_task, quality_gate_task, split_holdout_task, materialize_features_task]
+    # one branch per model; the second branch's tasks are named train-2, evaluate-2, ... by KFP
+    for horizon_hours, trials in ((1, hpo_trials), (24, 0)):
+        train_task = train(hourly=ingest_task.outputs["hourly"], until=split_holdout_task.outputs["Output"],
+                           hpo_trials=trials, horizon_hours=horizon_hours).after(materialize_features_task)
+        evaluate_task = evaluate(model=train_task.outputs["model"], history=split_holdout_task.outputs["history"],
+                                 holdout=split_holdout_task.outputs["holdout"])
+        register_task = register(model=train_task.outputs["model"], comparison=evaluate_task.outputs["comparison"],
+                                 promotion_threshold=promotion_threshold)
+        deploy_request_task = deploy_request(decision=register_task.outputs["decision"])
+        for task, label in ((train_task, "train"), (evaluate_task, "evaluate"), (register_task, "register"),
+                            (deploy_request_task, "deploy-request")):
+            task.set_display_name(f"{label} ({'next hour' if horizon_hours == 1 else 'day ahead'})")
+        tasks += [train_task, evaluate_task, register_task, deploy_request_task]
+    for task in tasks:
         task.set_caching_options(False)
         _cluster_settings(task)

@@ -11,7 +11,7 @@ from smart_energy.components.images import IMAGE
 from smart_energy.pipelines.cli import COMPILED, compile_pipeline
 from smart_energy.pipelines.local_run import STAGES
 
-PARAMETERS = {"data_uri", "meter_id", "horizon_hours", "hpo_trials", "promotion_threshold",
+PARAMETERS = {"data_uri", "meter_id", "hpo_trials", "promotion_threshold",
               "max_quarantine_fraction", "holdout_days"}
 
 
@@ -62,13 +62,20 @@ def test_every_stage_is_a_component_and_a_task():
     assert set(spec["components"]) == {f"comp-{stage}" for stage in STAGES}
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == set(STAGES)
-    assert {t["taskInfo"]["name"] for t in tasks.values()} == set(STAGES)
-    # the data flows in order: evaluate reads train's model, deploy-request reads register's decision
-    assert tasks["evaluate"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "train"
-    assert tasks["train"]["inputs"]["parameters"]["until"]["taskOutputParameter"]["producerTask"] == "split-holdout"
+    shown = {name: t["taskInfo"]["name"] for name, t in tasks.items()}
+    assert shown["train"] == "train (next hour)" and shown["train-2"] == "train (day ahead)"
+    # the data flows in order, in each model's branch: evaluate reads train's model, deploy-request reads
+    # register's decision; the day-ahead branch trains with horizon 24 and no HPO
+    for suffix, horizon in (("", 1), ("-2", 24)):
+        assert tasks[f"evaluate{suffix}"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == \
+            f"train{suffix}"
+        train = tasks[f"train{suffix}"]["inputs"]["parameters"]
+        assert train["until"]["taskOutputParameter"]["producerTask"] == "split-holdout"
+        assert train["horizon_hours"]["runtimeValue"]["constant"] == horizon
+        assert tasks[f"deploy-request{suffix}"]["dependentTasks"] == [f"register{suffix}"]
+    assert tasks["train-2"]["inputs"]["parameters"]["hpo_trials"]["runtimeValue"]["constant"] == 0
     assert set(tasks["split-holdout"]["dependentTasks"]) >= {"quality-gate"}
     assert set(tasks["materialize-features"]["dependentTasks"]) >= {"quality-gate"}
-    assert tasks["deploy-request"]["dependentTasks"] == ["register"]
     # no dsl.If: the promote decision is made inside the register step
     assert not any("triggerPolicy" in t for t in tasks.values())
     assert all(not t["cachingOptions"].get("enableCache") for t in tasks.values())

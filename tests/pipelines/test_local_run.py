@@ -62,6 +62,9 @@ def test_every_stage_wrote_its_artifacts(first_run):
     metadata = read_metadata(run.run_dir / "train" / "model")  # checks model.json against its sha256
     assert (run.run_dir / "train" / "model" / "drift").is_dir()
     assert metadata["training_window"]["end"] < "2007-01-21"  # nothing from the hold-out week
+    dayahead = read_metadata(run.run_dir / "train-2" / "model")
+    assert (dayahead["name"], dayahead["horizon_hours"]) == ("energy-forecaster-dayahead", 24)
+    assert dayahead["training_window"]["end"] < "2007-01-21"
 
 
 def test_metrics_are_sane(first_run):
@@ -101,6 +104,28 @@ def test_first_model_is_promoted_and_deploy_request_names_it(first_run, pipeline
     # the tasks' own output went to the run's log, not the terminal
     assert "Got executor_input" in (run.run_dir / "tasks.log").read_text()
     assert "Got executor_input" not in printed
+
+
+def test_the_dayahead_branch_is_scored_registered_and_deployed_as_its_own_model(first_run, pipeline_env):
+    run, printed = first_run
+    comparison = run.read_json("evaluate-2", "comparison")
+    assert (comparison["model_name"], comparison["horizon_hours"]) == ("energy-forecaster-dayahead", 24)
+    scored = run.metrics["evaluate-2"]
+    assert 0.6 <= scored["coverage_p10_p90"] <= 0.95 and scored["pinball_kw"] > 0
+    assert scored["hours_scored"] > 24 * 24  # (origin, lead) pairs of the hold-out week
+    decision = run.read_json("register-2", "decision")
+    store = open_store(pipeline_env["SE_ARTIFACT_URI"])
+    if decision["promote"]:  # P50 beat persistence on the hold-out pairs: the first day-ahead model is production
+        assert stage_version(store, "energy-forecaster-dayahead", "production") == decision["version"]
+        request = yaml.safe_load(run.read_text("deploy-request-2", "request"))
+        assert request["target"]["name"] == "energy-forecaster-dayahead"
+        assert request["patch"]["spec"]["predictor"]["model"]["storageUri"].endswith(
+            f"/models/energy-forecaster-dayahead/{decision['version']}")
+    assert decision["version"] in list_versions(store, "energy-forecaster-dayahead")
+    # the two models' pointers are separate
+    assert stage_version(store, "energy-forecaster", "production") != stage_version(
+        store, "energy-forecaster-dayahead", "production")
+    assert "Day-ahead forecast (P50)" in printed and "energy-forecaster-dayahead" in printed
 
 
 def test_second_run_compares_with_production_on_same_hours(first_run, second_run, pipeline_env):

@@ -56,7 +56,7 @@ def test_deploy_request_starts_a_replacement_at_the_first_canary_step():
     body = deploy_request(decision, settings)
     predictor = body["patch"]["spec"]["predictor"]
     assert predictor == {"canaryTrafficPercent": 10,
-                         "model": {"storageUri": "s3://smart-energy/models/energy-forecaster/v2/model.json"}}
+                         "model": {"storageUri": "s3://smart-energy/models/energy-forecaster/v2"}}
     assert body["patch"]["metadata"]["annotations"]["smart-energy.io/model-version"] == "v2"
     assert body["target"]["name"] == settings.inference_service
     assert deploy_request(decision | {"production_version": None}, settings)["patch"]["spec"]["predictor"][
@@ -71,10 +71,13 @@ def test_evaluation_table_lists_model_production_and_baselines():
     assert "| production v1 | 0.4200 |" in table and "| seasonal_24h | 0.9000 |" in table
 
 
-def test_horizon_other_than_next_hour_is_refused():
-    check_horizon(1)
-    with pytest.raises(SmartEnergyError, match="next hour only"):
-        check_horizon(24)
+def test_horizons_other_than_the_two_models_are_refused():
+    check_horizon(1, hpo_trials=5)
+    check_horizon(24)
+    with pytest.raises(SmartEnergyError, match="choose 1 .next hour. or 24"):
+        check_horizon(6)
+    with pytest.raises(SmartEnergyError, match="next-hour model only"):
+        check_horizon(24, hpo_trials=3)
 
 
 def test_fetch_raw_copies_paths_and_file_uris(tmp_path):
