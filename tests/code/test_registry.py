@@ -69,19 +69,25 @@ def test_sha_mismatch_and_missing_files(tmp_path):
         load_booster(path)
 
 
-def test_serving_uri_names_exactly_one_booster_file(tmp_path):
-    """KServe's xgboost runtime loads a storageUri only when it holds one .json/.bst/.ubj file; a version
-    folder holds metadata.json too, so the InferenceService must point at the booster itself."""
+def test_serving_uri_is_the_version_folder_the_predictor_loads(tmp_path):
+    """Our ServingRuntime's storage initializer copies every object under storageUri into /mnt/models; the
+    predictor then needs model.json, metadata.json (version, features, calibration, digests) and drift/."""
     from smart_energy.components.registry import serving_uri
+    from smart_energy.serving.predictor.model import EnergyPredictor
 
     store = open_store((tmp_path / "store").as_uri())
     register(store, tiny_model_dir(tmp_path / "m1", "v1"))
     uri = serving_uri(store.uri, "energy-forecaster", "v1")
-    prefix = uri[len(store.uri) + 1:]
-    fetched = [k for k in store.list("models/energy-forecaster") if k.startswith(prefix)]  # what KServe downloads
-    assert fetched == ["models/energy-forecaster/v1/model.json"]
-    version_folder = [k for k in store.list("models/energy-forecaster/v1") if k.endswith((".json", ".bst", ".ubj"))]
-    assert len(version_folder) > 1  # why pointing at the folder would fail
+    assert uri == f"{store.uri}/models/energy-forecaster/v1"
+    prefix = uri[len(store.uri) + 1:] + "/"
+    mnt = tmp_path / "mnt" / "models"
+    for key in store.list("models/energy-forecaster"):
+        if key.startswith(prefix):  # what the storage initializer downloads, paths kept below the prefix
+            (mnt / key[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+            (mnt / key[len(prefix):]).write_bytes(store.get_bytes(key))
+    assert {"model.json", "metadata.json"} <= {p.name for p in mnt.iterdir()}
+    predictor = EnergyPredictor("energy-forecaster", str(mnt))
+    assert predictor.load() and predictor.version == "v1"
 
 
 def test_resolve_model_dir_from_path_uri_stage_and_default(tmp_path):
