@@ -9,7 +9,8 @@ set -euo pipefail
 CLUSTER=${CLUSTER:-smart-energy}
 KNATIVE_VERSION=${KNATIVE_VERSION:-knative-v1.16.0}
 CERT_MANAGER_VERSION=${CERT_MANAGER_VERSION:-v1.16.1}
-KSERVE_VERSION=${KSERVE_VERSION:-v0.14.1}
+# the release of the kserve Python pin (requirements.lock) and of the CRDs tests/k8s/crds/ validates against
+KSERVE_VERSION=${KSERVE_VERSION:-v0.20.0}
 KFP_VERSION=${KFP_VERSION:-2.3.0}
 KATIB_VERSION=${KATIB_VERSION:-v0.17.0}
 # the release whose SparkApplication CRD tests/k8s/crds/ vendors (and validates our objects against)
