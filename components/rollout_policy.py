@@ -4,12 +4,18 @@
 merge-patch dicts for KServe's ``InferenceService``. The controller that applies them (Prometheus and
 Kubernetes clients, the loop, the CLI) is ``smart_energy.serving.rollout``; the training pipeline's
 deploy request builds the same first patch from here.
+
+Candidate and production are told apart by the ``model_version`` label the transformer puts on its ``se_*``
+metrics: the version the predictor named in its answer, or ``"unknown"`` when it named none (KServe's stock
+xgboost server). ``attribution_problem`` says when that labelling cannot work, so the canary is stopped
+instead of judged. With too little traffic to prove anything (an idle service, 0 requests), the rollout
+waits as before, and gives up (rolls back) after ``MAX_WAIT_HOLDS`` holds without a verdict.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from smart_energy.components.settings import Settings
 
@@ -18,6 +24,7 @@ REJECTED_ANNOTATION = "smart-energy.io/rejected-version"
 DEFAULT_MIN_REQUESTS = 20
 # a rollout that sees too little traffic for this many hold periods gives up (rolls back)
 MAX_WAIT_HOLDS = 3.0
+ATTRIBUTION_IMPOSSIBLE = "the predictor reports no model_version, so canary attribution is impossible"
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,32 @@ def decide(
     return Decision("step", later[0], f"healthy at {current_percent}% for {held_seconds:.0f}s")
 
 
+def attribution_problem(requests_by_version: Mapping[str, float], candidate: str, production: str,
+                        min_requests: float, canary_started: bool, window_seconds: float) -> str | None:
+    """Why the canary's traffic cannot be attributed by version (the refusal message), or None.
+
+    Args:
+        requests_by_version: the requests the InferenceService's transformer counted in the last
+            ``window_seconds``, by ``model_version`` label.
+        canary_started: False before the first canary patch (only production serves), True during a step.
+
+    The transformer counted at least ``min_requests``, yet none carry production's version (before the canary)
+    or either version (during a step): a candidate judged on that would be rolled back for a lack of traffic
+    that is only a lack of labels. Below ``min_requests`` (an idle service) nothing is proven and None is
+    returned: the caller keeps its no-verdict rule.
+    """
+    total = sum(requests_by_version.values())
+    cand, prod = requests_by_version.get(candidate, 0.0), requests_by_version.get(production, 0.0)
+    attributed = cand + prod if canary_started else prod
+    if total < min_requests or attributed > 0:
+        return None
+    seen = ", ".join(f"{version} {n:.0f}" for version, n in sorted(requests_by_version.items(), key=lambda kv: -kv[1])
+                     if n > 0)
+    versions = f"production {production} {prod:.0f}" + (f", candidate {candidate} {cand:.0f}" if canary_started else "")
+    return (f"{ATTRIBUTION_IMPOSSIBLE} (the transformer counted {total:.0f} requests in the last {window_seconds:g}s: "
+            f"{versions}; by model_version: {seen})")
+
+
 # --------------------------------------------------------------------------- patches (plain dicts)
 
 
@@ -128,15 +161,27 @@ def promote_patch(version: str) -> dict[str, Any]:
     }
 
 
-def rollback_patches(candidate: str, production_uri: str, production_version: str | None) -> list[dict[str, Any]]:
-    """Traffic back to the last rolled-out revision at once, then declare production again."""
+def restore_patches(production_uri: str, production_version: str | None) -> list[dict[str, Any]]:
+    """All traffic back on the last rolled-out (production) revision at once, then production's model declared again.
+
+    ``canaryTrafficPercent`` stays 0 in the second patch: that patch makes a new revision (production's model),
+    and a traffic target on the *latest* revision means Knative's latest *ready* one, which is the candidate's
+    until the new revision is up. Removed there, it would hand the candidate 100 % for that while; at 0 the
+    rolled-out revision keeps it all, and the next canary patch starts from production's model.
+    """
     return [
-        {"metadata": {"annotations": {REJECTED_ANNOTATION: candidate}}, "spec": {"predictor": {"canaryTrafficPercent": 0}}},
+        {"spec": {"predictor": {"canaryTrafficPercent": 0}}},
         {
             "metadata": {"annotations": {MODEL_VERSION_ANNOTATION: production_version}},
-            "spec": {"predictor": {"canaryTrafficPercent": None, "model": {"storageUri": production_uri}}},
+            "spec": {"predictor": {"canaryTrafficPercent": 0, "model": {"storageUri": production_uri}}},
         },
     ]
+
+
+def rollback_patches(candidate: str, production_uri: str, production_version: str | None) -> list[dict[str, Any]]:
+    """``restore_patches``, the first one also naming the candidate rejected (never tried again)."""
+    first, second = restore_patches(production_uri, production_version)
+    return [merge_patch(first, {"metadata": {"annotations": {REJECTED_ANNOTATION: candidate}}}), second]
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -2,7 +2,9 @@
 
 The names and labels are a contract: the alert rules and the rollout controller query them.
 Request metrics are recorded by the transformer (the public entry point), so a request is
-counted once; in a cluster the predictor is KServe's xgboost runtime, which has none of these.
+counted once, under the ``model_version`` the predictor named in its answer (``"unknown"`` when it named
+none); the predictor (on a cluster, the ServingRuntime ``smart-energy-xgboost``) records none of them.
+On a cluster each series also carries ``isvc`` (the InferenceService), added at scrape time.
 """
 
 from __future__ import annotations

@@ -7,21 +7,28 @@ candidate/production pointers and patches the KServe ``InferenceService``, its d
 
 KServe splits traffic between the latest revision (``canaryTrafficPercent``) and the last
 rolled-out one only in Serverless (Knative) mode. Candidate and production are told apart in
-Prometheus by the ``model_version`` label the transformer puts on ``se_*`` metrics.
+Prometheus by the ``model_version`` label the transformer puts on ``se_*`` metrics (the version the
+predictor named in its answer), within the InferenceService's own series (label ``isvc``). When that
+labelling cannot work (``attribution_problem``: traffic, but none of it on either version), the rollout
+stops without a verdict: production keeps (or gets back) all the traffic, nothing is marked rejected,
+and the CLI exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.rollout_policy import (DEFAULT_MIN_REQUESTS, MAX_WAIT_HOLDS, REJECTED_ANNOTATION,
-                                                     Decision, Thresholds, canary_patch, decide, parse_steps,
-                                                     promote_patch, rollback_patches, storage_uri, traffic_patch)
+                                                     Decision, Thresholds, attribution_problem, canary_patch, decide,
+                                                     parse_steps, promote_patch, restore_patches, rollback_patches,
+                                                     storage_uri, traffic_patch)
 from smart_energy.components.settings import Settings, get_settings
 from smart_energy.serving.rollout_clients import InferenceServiceClient, PrometheusClient
 
@@ -30,10 +37,14 @@ from smart_energy.serving.rollout_clients import InferenceServiceClient, Prometh
 
 @dataclass
 class Rollout:
-    """One rollout of ``candidate`` over ``production``; ``run`` returns the outcome."""
+    """One rollout of ``candidate`` over ``production``; ``run`` returns the outcome.
+
+    Outcomes: promoted, rolled-back, refused (attribution impossible; the message in ``refusal``),
+    rejected-before, nothing-to-do.
+    """
 
     isvc: Any  # InferenceServiceClient-like: get() and patch(body)
-    prometheus: Any  # PrometheusClient-like: version_metrics(version, window_seconds)
+    prometheus: Any  # PrometheusClient-like: version_metrics(version, window) and requests_by_version(window)
     settings: Settings
     candidate: str
     production: str | None
@@ -42,10 +53,15 @@ class Rollout:
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
+    refusal: str | None = None  # why the rollout stopped without a verdict (outcome "refused")
 
     def _patch(self, body: dict[str, Any]) -> None:
         self.log(f"patch {body}")
         self.isvc.patch(body)
+
+    def _attribution(self, window: int, canary_started: bool) -> str | None:
+        return attribution_problem(self.prometheus.requests_by_version(window), self.candidate, self.production,
+                                   self.min_requests, canary_started, window)
 
     def run(self) -> str:
         s = self.settings
@@ -68,17 +84,26 @@ class Rollout:
             self._patch(promote_patch(self.candidate))
             return "promoted"
         production_uri = storage_uri(s.artifact_uri, s.model_name, self.production)
+        hold, window = s.canary_hold_seconds, max(2, math.ceil(s.canary_hold_seconds))
         if serving_uri == candidate_uri and percent is not None and 0 < percent < 100:
             self.log(f"resuming the canary of {self.candidate} at {percent}%")
         else:
+            # production's own traffic must carry its version, or no step could ever be judged
+            if refusal := self._attribution(window, canary_started=False):
+                self.refusal = refusal
+                return "refused"
             percent = steps[0]
             self._patch(canary_patch(candidate_uri, self.candidate, percent))
-        hold, window = s.canary_hold_seconds, max(2, math.ceil(s.canary_hold_seconds))
         poll = self.poll_seconds or max(0.5, min(hold / 5, 15.0))
         step_started = waiting_since = self.clock()
         while True:
             self.sleep(poll)
             now = self.clock()
+            if refusal := self._attribution(window, canary_started=True):
+                for body in restore_patches(production_uri, self.production):  # no verdict: nothing rejected
+                    self._patch(body)
+                self.refusal = refusal
+                return "refused"
             cand = self.prometheus.version_metrics(self.candidate, window)
             prod = self.prometheus.version_metrics(self.production, window)
             decision = decide(cand, prod, percent, steps, now - step_started, hold, thresholds)
@@ -134,11 +159,28 @@ def dry_run_steps(settings: Settings, candidate: str, production: str | None) ->
 # --------------------------------------------------------------------------- CLI
 
 
+# a Kubernetes object name (DNS-1123 label): the InferenceService is named after the model
+MODEL_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def rollout_settings(settings: Settings, model: str | None) -> Settings:
+    """``settings`` for rolling out ``model``: its registry pointers and the InferenceService of the same name.
+
+    Without ``model``: SE_MODEL_NAME on SE_INFERENCE_SERVICE, as configured.
+    """
+    if model is None:
+        return settings
+    if not MODEL_NAME.fullmatch(model):
+        raise SmartEnergyError(f"--model {model!r} is not a model/InferenceService name (lowercase letters, digits "
+                               f"and '-', at most 63)")
+    return replace(settings, model_name=model, inference_service=model)
+
+
 def _cmd_rollout(args: argparse.Namespace) -> int:
     from smart_energy.components import registry
     from smart_energy.components.storage import open_store
 
-    settings = get_settings()
+    settings = rollout_settings(get_settings(), args.model)
     parse_steps(settings.canary_steps)  # fail early on a bad SE_CANARY_STEPS
     candidate, production = args.candidate, args.production
     store = None
@@ -158,10 +200,13 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         return 0
     rollout = Rollout(
         isvc=InferenceServiceClient(settings.namespace, settings.inference_service),
-        prometheus=PrometheusClient(settings.prometheus_url),
+        prometheus=PrometheusClient(settings.prometheus_url, isvc=settings.inference_service),
         settings=settings, candidate=candidate, production=production, min_requests=args.min_requests,
     )
     outcome = rollout.run()
+    if outcome == "refused":
+        print(f"rollout: error: {rollout.refusal}", file=sys.stderr)
+        return 2
     if outcome == "promoted":
         store = store or open_store(settings.artifact_uri, settings)
         registry.set_stage(store, settings.model_name, "production", candidate)
@@ -176,8 +221,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Put the registry's candidate model on the KServe InferenceService with a small "
         "canaryTrafficPercent, then step it through SE_CANARY_STEPS every SE_CANARY_HOLD_SECONDS while "
         "Prometheus shows its error rate <= SE_MAX_ERROR_RATE, p99 latency <= SE_MAX_P99_LATENCY_SECONDS "
-        "and MAE <= SE_MAX_MAE_RATIO x production's; otherwise roll back. Exit code 1 after a rollback.",
+        "and MAE <= SE_MAX_MAE_RATIO x production's; otherwise roll back. Exit code 1 after a rollback; 2 when "
+        "the InferenceService's traffic carries neither version (the predictor names no model_version): then "
+        "production keeps all the traffic and nothing is marked rejected.",
     )
+    p.add_argument("--model", metavar="NAME",
+                   help="model to roll out: its registry pointers, and the InferenceService of the same name "
+                        "(default: SE_MODEL_NAME on SE_INFERENCE_SERVICE)")
     p.add_argument("--candidate", help="version to roll out (default: the registry's candidate pointer)")
     p.add_argument("--production", help="version serving now (default: the registry's production pointer)")
     p.add_argument("--min-requests", type=float, default=DEFAULT_MIN_REQUESTS,

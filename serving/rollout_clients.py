@@ -79,38 +79,71 @@ def load_inference_service(obj: dict[str, Any]):
 # --------------------------------------------------------------------------- Prometheus (HTTP)
 
 
-class PrometheusClient:
-    """Instant queries against Prometheus' ``/api/v1/query``."""
+def _label(name: str, value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{name}="{escaped}"'
 
-    def __init__(self, url: str, timeout: float = 5.0):
+
+class PrometheusClient:
+    """Instant queries against Prometheus' ``/api/v1/query``.
+
+    With ``isvc``, every selector also matches ``isvc="<isvc>"``: the label each ``se_*`` series scraped from
+    that InferenceService's transformer carries (a PodMonitor relabels it from the pod label
+    ``serving.kserve.io/inferenceservice``), so two InferenceServices' versions never mix.
+    """
+
+    def __init__(self, url: str, timeout: float = 5.0, isvc: str | None = None):
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.isvc = isvc
 
-    def query(self, promql: str) -> float | None:
-        """The single value of an instant query; None when the result is empty or NaN."""
+    def _selector(self, *matchers: str, **labels: str) -> str:
+        """``{...}`` of ``labels`` (exact), raw ``matchers`` and the isvc scope; empty when there is nothing."""
+        all_matchers = [_label(k, v) for k, v in labels.items()] + list(matchers)
+        all_matchers += [_label("isvc", self.isvc)] if self.isvc else []
+        return "{" + ",".join(all_matchers) + "}" if all_matchers else ""
+
+    def _results(self, promql: str) -> list[dict]:
         resp = requests.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=self.timeout)
         resp.raise_for_status()
         body = resp.json()
         if body.get("status") != "success":
             raise RuntimeError(f"Prometheus query failed: {body.get('error')} ({promql})")
-        result = body["data"]["result"]
-        if not result:
-            return None
-        value = float(result[0]["value"][1])
+        return body["data"]["result"]
+
+    @staticmethod
+    def _value(item: dict) -> float | None:
+        value = float(item["value"][1])
         return None if math.isnan(value) or math.isinf(value) else value
 
+    def query(self, promql: str) -> float | None:
+        """The single value of an instant query; None when the result is empty or NaN."""
+        result = self._results(promql)
+        return self._value(result[0]) if result else None
+
+    def requests_by_version(self, window_seconds: int) -> dict[str, float]:
+        """Requests the transformer counted in the window, by ``model_version`` (whatever the version)."""
+        w = f"{max(int(window_seconds), 2)}s"
+        result = self._results(f"sum by (model_version) (increase(se_requests_total{self._selector()}[{w}]))")
+        return {item["metric"].get("model_version", ""): self._value(item) or 0.0 for item in result}
+
+    def total_requests(self, window_seconds: int) -> float:
+        """Every request the transformer counted in the window, attributed to a version or not."""
+        return sum(self.requests_by_version(window_seconds).values())
+
     def version_metrics(self, version: str, window_seconds: int) -> VersionMetrics:
-        sel, w = f'model_version="{version}"', f"{max(int(window_seconds), 2)}s"
-        requests_seen = self.query(f"sum(increase(se_requests_total{{{sel}}}[{w}]))") or 0.0
-        total_rate = self.query(f"sum(rate(se_requests_total{{{sel}}}[{w}]))")
-        error_rate = self.query(f'sum(rate(se_requests_total{{{sel},code=~"5.."}}[{w}]))') or 0.0
+        sel, w = self._selector(model_version=version), f"{max(int(window_seconds), 2)}s"
+        errors = self._selector('code=~"5.."', model_version=version)
+        requests_seen = self.query(f"sum(increase(se_requests_total{sel}[{w}]))") or 0.0
+        total_rate = self.query(f"sum(rate(se_requests_total{sel}[{w}]))")
+        error_rate = self.query(f"sum(rate(se_requests_total{errors}[{w}]))") or 0.0
         return VersionMetrics(
             requests=requests_seen,
             error_rate=error_rate / total_rate if total_rate else None,
             p99_latency_seconds=self.query(
-                f"histogram_quantile(0.99, sum by (le) (rate(se_request_duration_seconds_bucket{{{sel}}}[{w}])))"
+                f"histogram_quantile(0.99, sum by (le) (rate(se_request_duration_seconds_bucket{sel}[{w}])))"
             ),
-            mae_kw=self.query(f"max(se_forecast_mae_kw{{{sel}}})"),
+            mae_kw=self.query(f"max(se_forecast_mae_kw{sel})"),
         )
 
 

@@ -2,15 +2,20 @@
 
 ``preprocess`` validates the request and, for ``meter_id`` rows, reads the features from Feast's
 online store; the rows go to the drift window (checked by a background thread) and on to the
-predictor as a V2 request (one FP32 tensor per feature, ``content_type: pd``, which both our
-predictor and KServe's xgboost runtime read by feature name). ``postprocess`` answers in the
-protocol the client used.
+predictor as a V2 request (one FP32 tensor per feature, ``content_type: pd``, which our predictor reads
+by feature name, and KServe's stock xgboost server too). On a cluster the predictor is our ServingRuntime
+``smart-energy-xgboost``, which runs the same predictor as the embedded mode. ``postprocess`` answers in the
+protocol the client used, under the version the predictor named in its answer: one transformer fronts both
+predictor revisions of a canary, and the rollout controller tells them apart by that label. An answer
+naming no version (a stock server) is labelled ``UNKNOWN_VERSION``, never this transformer's own version,
+so the controller can see that attribution is impossible instead of crediting production.
 """
 
 from __future__ import annotations
 
 import contextvars
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, Union
 
@@ -30,6 +35,8 @@ from smart_energy.serving.online import OnlineFeatureReader
 from smart_energy.serving.server import record_served_version
 
 OUTPUT_NAME = "forecast_kw"
+UNKNOWN_VERSION = "unknown"  # the model_version of an answer whose predictor named none
+MAX_TRACKED_VERSIONS = 4  # forecast-error trackers kept (a canary has two versions; idle ones are dropped)
 
 
 @dataclass
@@ -89,7 +96,8 @@ class EnergyTransformer(Model):
         self.drift = DriftMonitor(load_drift_detector(self.model_dir), self.features, self.settings.drift_window,
                                   on_result=publish_drift, watched=watched, share=self.settings.drift_share)
         self.drift.start()
-        self.errors = None if self.dayahead else ForecastErrorTracker(self.features, window=self.settings.drift_window)
+        # one error tracker per answering version: in a canary, each version's MAE is over its own forecasts
+        self.errors: OrderedDict[str, ForecastErrorTracker] = OrderedDict()
         self.ready = True
         return self.ready
 
@@ -158,16 +166,16 @@ class EnergyTransformer(Model):
         if self.dayahead:
             return self._dayahead_answer(state, result)
         kw = np.asarray(result.outputs[0].as_numpy(), dtype=np.float64).ravel()
-        # the version that produced the forecast; KServe's xgboost runtime names none, then it is ours
-        version = result.model_version or self.version
+        version = result.model_version or UNKNOWN_VERSION  # the version that produced the forecast
         self.served_version = version
         record_served_version(version)
         histogram = metrics.PREDICTION_KW.labels(version)
         for value in kw:
             histogram.observe(value)
         if state.batch.kind == "entity":
-            self.errors.record(state.batch.meter_ids, state.batch.event_hours, state.batch.matrix, kw)
-            model_mae, persistence_mae, hours = self.errors.mae()
+            errors = self._error_tracker(version)
+            errors.record(state.batch.meter_ids, state.batch.event_hours, state.batch.matrix, kw)
+            model_mae, persistence_mae, hours = errors.mae()
             if model_mae is not None:
                 metrics.FORECAST_MAE.labels(version).set(model_mae)
                 metrics.BASELINE_MAE.labels("persistence").set(persistence_mae)
@@ -186,9 +194,18 @@ class EnergyTransformer(Model):
                              requested_outputs=state.request.request_outputs,
                              use_binary_outputs=state.request.use_binary_outputs)
 
+    def _error_tracker(self, version: str) -> ForecastErrorTracker:
+        tracker = self.errors.get(version)
+        if tracker is None:
+            tracker = self.errors[version] = ForecastErrorTracker(self.features, window=self.settings.drift_window)
+        self.errors.move_to_end(version)
+        while len(self.errors) > MAX_TRACKED_VERSIONS:  # the version that answered least recently goes
+            self.errors.popitem(last=False)
+        return tracker
+
     def _dayahead_answer(self, state: RequestState, result: InferResponse) -> Union[Dict, InferResponse]:
         columns = {o.name: np.asarray(o.as_numpy(), dtype=np.float64).ravel() for o in result.outputs}
-        version = result.model_version or self.version
+        version = result.model_version or UNKNOWN_VERSION
         self.served_version = version
         record_served_version(version)
         drift = self.drift.status()
