@@ -70,3 +70,42 @@ def with_level_shift(source: Path, dest: Path, start: str, factor: float) -> Pat
         raw.loc[rows, column] = (raw.loc[rows, column].astype(float) * factor).map("{:.3f}".format)
     raw.to_csv(dest, sep=";", index=False)
     return dest
+
+
+class RecordingInferenceService:
+    """get/merge-patch one InferenceService as the Kubernetes API would; every merged result is loaded into kserve's
+    ``V1beta1InferenceService`` (unknown fields refused), recorded (``patches``, ``patch_times``) and handed to
+    ``on_patch`` (e.g. the test's stand-in for Knative's revision split)."""
+
+    def __init__(self, obj: dict, on_patch=None):
+        import threading
+
+        self.obj, self.on_patch = obj, on_patch
+        self.patches: list[dict] = []
+        self.patch_times: list[float] = []
+        self.lock = threading.Lock()
+
+    def get(self) -> dict:
+        from smart_energy.components.rollout_policy import merge_patch
+
+        with self.lock:
+            return merge_patch({}, self.obj)
+
+    def patch(self, body: dict) -> dict:
+        import time
+
+        from smart_energy.components.rollout_policy import merge_patch
+        from smart_energy.serving.rollout_clients import load_inference_service
+
+        with self.lock:
+            merged = merge_patch(self.obj, body)
+            load_inference_service(merged)
+            self.obj = merged
+            self.patches.append(body)
+            self.patch_times.append(time.monotonic())
+        if self.on_patch is not None:
+            self.on_patch(merged)
+        return merged
+
+    def percents(self) -> list:
+        return [body["spec"]["predictor"].get("canaryTrafficPercent", "absent") for body in self.patches]

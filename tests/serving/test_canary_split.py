@@ -35,7 +35,7 @@ import pandas as pd
 import pytest
 import requests
 
-from helpers import PYTHON, free_port, start, stop, wait_http
+from helpers import PYTHON, RecordingInferenceService, free_port, start, stop, wait_http
 from smart_energy.components.rollout_policy import (ATTRIBUTION_IMPOSSIBLE, MODEL_VERSION_ANNOTATION,
                                                      REJECTED_ANNOTATION, canary_patch, merge_patch, storage_uri)
 from smart_energy.components.settings import Settings
@@ -205,31 +205,6 @@ class KnativeRevisionSplit:
             if not self.routes or self.routes[-1][1] != weights:
                 self.proxy.set_weights(weights)
                 self.routes.append((time.monotonic(), weights))
-
-
-class RecordingInferenceService:
-    """get/patch as the Kubernetes API would; each result is checked against kserve's model, then routed."""
-
-    def __init__(self, obj: dict, split: KnativeRevisionSplit):
-        self.obj, self.split = obj, split
-        self.patches: list[tuple[float, dict]] = []
-        self.lock = threading.Lock()
-
-    def get(self) -> dict:
-        with self.lock:
-            return merge_patch({}, self.obj)
-
-    def patch(self, body: dict) -> dict:
-        with self.lock:
-            merged = merge_patch(self.obj, body)
-            load_inference_service(merged)
-            self.obj = merged
-            self.patches.append((time.monotonic(), body))
-        self.split.apply(merged)
-        return merged
-
-    def percents(self) -> list:
-        return [body["spec"]["predictor"]["canaryTrafficPercent"] for _, body in self.patches]
 
 
 def isvc_object(version: str) -> dict:
@@ -430,7 +405,7 @@ def settings() -> Settings:
 
 def serve(stack: Stack, obj: dict) -> tuple[KnativeRevisionSplit, RecordingInferenceService]:
     split = KnativeRevisionSplit(stack.proxy, obj)
-    return split, RecordingInferenceService(obj, split)
+    return split, RecordingInferenceService(obj, split.apply)
 
 
 def settle(stack: Stack, production: str, mae: bool = True, timeout: float = 30.0) -> None:
@@ -468,8 +443,8 @@ def step_table(name: str, stack: Stack, split: KnativeRevisionSplit, isvc: Recor
                       f"{sum(a.status == 200 for a in answered)}/{len(answered)} answered 200)")
     STEP_LINES.append(f"  {'patch':>8} {'at s':>6} {'held s':>7} {'route ms':>9} {'answers':>8} "
                       f"{candidate + ' share':>9}")
-    times = [t for t, _ in isvc.patches] + [ended]
-    for i, (at, body) in enumerate(isvc.patches):
+    times = isvc.patch_times + [ended]
+    for i, (at, body) in enumerate(zip(isvc.patch_times, isvc.patches)):
         percent = body["spec"]["predictor"]["canaryTrafficPercent"]
         routed = next((t for t, _ in split.routes if t >= at), at)
         answers = [a for a in stack.client.between(routed, times[i + 1]) if a.status == 200]
@@ -510,7 +485,7 @@ def test_a_worse_candidate_is_rolled_back_while_production_keeps_answering(stack
     split, isvc = serve(stack, isvc_object("v2"))
     settle(stack, "v2")
     rollout, outcome, lines, started = run_rollout(stack, isvc, settings, candidate="v3", production="v2")
-    rolled_back = isvc.patches[1][0] if len(isvc.patches) > 1 else time.monotonic()
+    rolled_back = isvc.patch_times[1] if len(isvc.patches) > 1 else time.monotonic()
     time.sleep(2.0)  # production alone from here on
     ended = time.monotonic()
     assert outcome == "rolled-back", "\n".join(lines)
@@ -552,7 +527,7 @@ def test_a_predictor_without_model_version_is_refused_not_judged(stack, settings
     # an earlier run had put v5 at 25 % (the split is real: the stand-ins answer their own constants)
     at_25 = merge_patch(isvc.get(), canary_patch(storage_uri(ARTIFACTS, ISVC, "v5"), "v5", 25))
     split.apply(at_25)
-    isvc = RecordingInferenceService(at_25, split)
+    isvc = RecordingInferenceService(at_25, split.apply)
     time.sleep(REVISION_STARTUP_SECONDS + HOLD_SECONDS)
     before = [a for a in stack.client.between(time.monotonic() - HOLD_SECONDS, time.monotonic()) if a.status == 200]
     assert sum(a.kw == STOCK_KW["v5"] for a in before) / len(before) == pytest.approx(0.25, abs=SHARE_TOLERANCE)
@@ -560,7 +535,7 @@ def test_a_predictor_without_model_version_is_refused_not_judged(stack, settings
     assert outcome == "refused", "\n".join(lines)
     assert rollout.refusal.startswith(ATTRIBUTION_IMPOSSIBLE) and "candidate v5 0;" in rollout.refusal
     assert isvc.percents() == [0, 0]
-    restored = isvc.patches[0][0]
+    restored = isvc.patch_times[0]
     time.sleep(2.0)
     ended = time.monotonic()
     step_table("stock-shaped predictor, canary resumed at 25 %: refused at the step, production back to 100 %",

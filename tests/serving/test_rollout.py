@@ -15,6 +15,7 @@ from smart_energy.components.rollout_policy import (
     rollback_patches, storage_uri, traffic_patch,
 )
 from smart_energy.serving.rollout import Rollout
+from helpers import RecordingInferenceService
 from smart_energy.serving.rollout_clients import UnknownFieldError, check_fields, load_inference_service
 
 STEPS = [10, 25, 50, 100]
@@ -146,19 +147,6 @@ def test_merge_patch_removes_nulls_and_keeps_the_rest():
     assert merge_patch({"a": {"b": 1, "c": 2}}, {"a": {"b": None, "d": 3}}) == {"a": {"c": 2, "d": 3}}
 
 
-class StubIsvc:
-    def __init__(self, obj):
-        self.obj, self.patches = obj, []
-
-    def get(self):
-        return self.obj
-
-    def patch(self, body):
-        check_fields(body, "V1beta1InferenceService")
-        self.patches.append(body)
-        self.obj = merge_patch(self.obj, body)
-
-
 class StubPrometheus:
     """v2's metrics as given, production's PROD; the transformer's counts by version follow them, or ``labels``
     (a callable of the patches so far) says what the transformer counted."""
@@ -188,7 +176,7 @@ class Clock:
 
 
 def _rollout(candidate_metrics, production="v1", obj=None, production_metrics=PROD, labels=None):
-    clock, isvc = Clock(), StubIsvc(obj or _isvc())
+    clock, isvc = Clock(), RecordingInferenceService(obj or _isvc())
     settings = replace(Settings(), artifact_uri="s3://b", canary_steps="10,50,100", canary_hold_seconds=60)
     prometheus = StubPrometheus(candidate_metrics, production_metrics, labels, isvc)
     r = Rollout(isvc, prometheus, settings, "v2", production, poll_seconds=10, log=lambda _: None,
@@ -357,7 +345,7 @@ def test_cli_refusal_exits_2_with_one_line(monkeypatch, capsys):
     scoped to the InferenceService named by --model."""
     built = {}
 
-    class Isvc(StubIsvc):
+    class Isvc(RecordingInferenceService):
         def __init__(self, namespace, name):
             super().__init__(_isvc())
             built["isvc"] = (namespace, name, self)

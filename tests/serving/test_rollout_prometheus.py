@@ -25,11 +25,11 @@ import pytest
 import requests
 
 from smart_energy.components.settings import Settings
-from helpers import PYTHON, free_port, start, stop, wait_http
+from helpers import PYTHON, RecordingInferenceService, free_port, start, stop, wait_http
 from smart_energy.components.rollout_policy import (ATTRIBUTION_IMPOSSIBLE, MODEL_VERSION_ANNOTATION,
-                                                     REJECTED_ANNOTATION, merge_patch, storage_uri)
+                                                     REJECTED_ANNOTATION, storage_uri)
 from smart_energy.serving.rollout import Rollout
-from smart_energy.serving.rollout_clients import PrometheusClient, load_inference_service
+from smart_energy.serving.rollout_clients import PrometheusClient
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow, pytest.mark.timeout(240)]
 ISVC_PATH = "/v1/models/energy-forecaster:predict"
@@ -40,30 +40,15 @@ ISVC = "energy-forecaster"
 P99_LIMIT_SECONDS = 0.25
 
 
-class InMemoryInferenceService:
-    """get/patch like the Kubernetes API would, with every result loaded into V1beta1InferenceService."""
-
-    def __init__(self, uri: str, version: str):
-        self.obj = {
-            "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-            "metadata": {"name": "energy-forecaster", "namespace": "smart-energy",
-                         "annotations": {MODEL_VERSION_ANNOTATION: version}},
-            "spec": {"predictor": {"model": {"modelFormat": {"name": "xgboost"}, "protocolVersion": "v2",
-                                             "storageUri": uri}}},
-        }
-        self.patches: list[dict] = []
-        self.lock = threading.Lock()
-
-    def get(self) -> dict:
-        with self.lock:
-            return merge_patch({}, self.obj)
-
-    def patch(self, body: dict) -> dict:
-        with self.lock:
-            merged = merge_patch(self.obj, body)
-            load_inference_service(merged)
-            self.obj, _ = merged, self.patches.append(body)
-            return merged
+def in_memory_inference_service(uri: str, version: str) -> RecordingInferenceService:
+    """The InferenceService serving ``version`` from ``uri``, behind get/patch as the Kubernetes API would."""
+    return RecordingInferenceService({
+        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "metadata": {"name": "energy-forecaster", "namespace": "smart-energy",
+                     "annotations": {MODEL_VERSION_ANNOTATION: version}},
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "xgboost"}, "runtime": "smart-energy-xgboost",
+                                         "protocolVersion": "v2", "storageUri": uri}}},
+    })
 
 
 def _version_dir(model_dir, dest, version):
@@ -181,7 +166,7 @@ def test_prometheus_sees_the_healthy_and_the_bad_version(prometheus, traffic):
 
 def test_promotes_the_healthy_candidate(prometheus, traffic, settings):
     # production (v3, failing) must be attributed its traffic for the canary to start; only the candidate is judged
-    isvc = InMemoryInferenceService(storage_uri(settings.artifact_uri, "energy-forecaster", "v3"), "v3")
+    isvc = in_memory_inference_service(storage_uri(settings.artifact_uri, "energy-forecaster", "v3"), "v3")
     lines: list[str] = []
     outcome = Rollout(isvc, PrometheusClient(prometheus, isvc=ISVC), settings, candidate="v2", production="v3",
                       min_requests=5, poll_seconds=1.0, log=lines.append).run()
@@ -195,7 +180,7 @@ def test_promotes_the_healthy_candidate(prometheus, traffic, settings):
 
 
 def test_rolls_back_the_bad_candidate(prometheus, traffic, settings):
-    isvc = InMemoryInferenceService(storage_uri(settings.artifact_uri, "energy-forecaster", "v2"), "v2")
+    isvc = in_memory_inference_service(storage_uri(settings.artifact_uri, "energy-forecaster", "v2"), "v2")
     lines: list[str] = []
     started = time.monotonic()
     outcome = Rollout(isvc, PrometheusClient(prometheus, isvc=ISVC), settings, candidate="v3", production="v2",
@@ -215,7 +200,7 @@ def test_rolls_back_the_bad_candidate(prometheus, traffic, settings):
 
 def test_refuses_when_production_is_not_among_the_versions_prometheus_sees(prometheus, traffic, settings):
     """Traffic is counted (v2 and v3), none of it for production v1: no canary step could be judged."""
-    isvc = InMemoryInferenceService(storage_uri(settings.artifact_uri, ISVC, "v1"), "v1")
+    isvc = in_memory_inference_service(storage_uri(settings.artifact_uri, ISVC, "v1"), "v1")
     rollout = Rollout(isvc, PrometheusClient(prometheus, isvc=ISVC), settings, candidate="v4", production="v1",
                       min_requests=5, poll_seconds=1.0, log=lambda _: None)
     assert rollout.run() == "refused" and isvc.patches == []
