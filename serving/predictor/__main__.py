@@ -24,12 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     args, _ = parser.parse_known_args(argv)
     try:
         model_dir = resolve_model_dir(args.model_dir, tempfile.mkdtemp(prefix="se-predictor-"), settings)
-        model = EnergyPredictor(args.model_name, str(model_dir), cpu_budget(settings.xgb_threads))
+        model = EnergyPredictor(args.model_name, str(model_dir))  # load_booster sets XGBoost's threads
         model.load()
     except SmartEnergyError as err:
         print(f"predictor: error: {err}", file=sys.stderr)
         return 2
-    print(f"predictor: {model.name} version {model.version}, XGBoost threads {model.threads}", file=sys.stderr,
+    print(f"predictor: {model.name} version {model.version}, XGBoost threads {cpu_budget(settings.xgb_threads)}", file=sys.stderr,
           flush=True)
     start_server(model, args, settings, record_requests=False)
     return 0

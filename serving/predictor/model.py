@@ -17,7 +17,6 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import ModelMissingError
 
 from smart_energy.components.registry import MODEL_FILE, load_booster
-from smart_energy.components.threads import CpuBudget, cpu_budget
 from smart_energy.serving.logic import RequestError, check_requested_outputs, forecast, parse_v1, parse_v2
 
 OUTPUT_NAME = "output-0"  # what KServe's xgboost runtime calls its output
@@ -26,10 +25,9 @@ OUTPUT_NAME = "output-0"  # what KServe's xgboost runtime calls its output
 class EnergyPredictor(Model):
     platform = "xgboost_json"
 
-    def __init__(self, name: str, model_dir: str, threads: CpuBudget | None = None):
+    def __init__(self, name: str, model_dir: str):
         super().__init__(name)
         self.model_dir = model_dir
-        self.threads = threads or cpu_budget()
         self.version = ""
         self.features: list[str] = []
         self.ready = False
@@ -39,7 +37,6 @@ class EnergyPredictor(Model):
         if not (Path(self.model_dir) / MODEL_FILE).is_file():
             raise ModelMissingError(str(Path(self.model_dir) / MODEL_FILE))
         self._booster, metadata = load_booster(self.model_dir)
-        self._booster.set_param({"nthread": self.threads.threads})
         self.version = metadata["version"]
         self.features = list(metadata["features"])
         self.outputs = list(metadata.get("outputs") or [OUTPUT_NAME])

@@ -166,9 +166,7 @@ class EnergyTransformer(Model):
         if self.dayahead:
             return self._dayahead_answer(state, result)
         kw = np.asarray(result.outputs[0].as_numpy(), dtype=np.float64).ravel()
-        version = result.model_version or UNKNOWN_VERSION  # the version that produced the forecast
-        self.served_version = version
-        record_served_version(version)
+        version = self._answered_by(result)
         histogram = metrics.PREDICTION_KW.labels(version)
         for value in kw:
             histogram.observe(value)
@@ -194,6 +192,13 @@ class EnergyTransformer(Model):
                              requested_outputs=state.request.request_outputs,
                              use_binary_outputs=state.request.use_binary_outputs)
 
+    def _answered_by(self, result: InferResponse) -> str:
+        """The version that produced the answer (the predictor's), counted in this request's metrics."""
+        version = result.model_version or UNKNOWN_VERSION
+        self.served_version = version
+        record_served_version(version)
+        return version
+
     def _error_tracker(self, version: str) -> ForecastErrorTracker:
         tracker = self.errors.get(version)
         if tracker is None:
@@ -205,9 +210,7 @@ class EnergyTransformer(Model):
 
     def _dayahead_answer(self, state: RequestState, result: InferResponse) -> Union[Dict, InferResponse]:
         columns = {o.name: np.asarray(o.as_numpy(), dtype=np.float64).ravel() for o in result.outputs}
-        version = result.model_version or UNKNOWN_VERSION
-        self.served_version = version
-        record_served_version(version)
+        version = self._answered_by(result)
         drift = self.drift.status()
         meters = state.batch.meter_ids
         if state.protocol == "v1":
