@@ -27,7 +27,8 @@ import xgboost as xgb
 
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.features import (DRIFT_FEATURES, FEATURES, _calendar,
-                                              find_gaps, keep_meters_with_history, usable_usage, with_history)
+                                              find_gaps, keep_meters_with_history, training_cutoff, usable_usage,
+                                              with_history)
 from smart_energy.components.ingest import load_hourly
 from smart_energy.components.settings import Settings, get_settings
 from smart_energy.components.threads import xgb_threads
@@ -160,13 +161,11 @@ def train_dayahead(data: str | Path, model_dir: str | Path, settings: Settings |
                    ) -> dict[str, Any]:
     """Train the P10/P50/P90 day-ahead model on ``data`` and write the model directory (``horizon_hours: 24``)."""
     from smart_energy.components.registry import write_model_dir
-    from smart_energy.components.train import holdout_start, library_versions, time_split
+    from smart_energy.components.train import library_versions, time_split
 
     settings = settings or get_settings()
     hourly, meters_skipped = keep_meters_with_history(load_hourly(data))
-    cutoff = pd.Timestamp(until, tz="UTC") if until else None
-    if holdout_weeks:
-        cutoff = holdout_start(hourly, holdout_weeks)
+    cutoff = training_cutoff(hourly["timestamp"].min(), hourly["timestamp"].max(), until, holdout_weeks)
     pairs = training_pairs(hourly, settings, cutoff)
     if len(pairs) < 24 * 48:
         raise SmartEnergyError(f"only {len(pairs)} (origin, lead) pairs to train on; the day-ahead model needs "

@@ -162,6 +162,39 @@ def window_start(last_timestamp: pd.Timestamp, days: int) -> pd.Timestamp:
     return pd.Timestamp(last_timestamp).floor("D") + pd.Timedelta(days=1) - pd.Timedelta(days=days)
 
 
+MIN_TRAINING_DAYS = 8  # the 168 h lag plus a day: less than this before the cut-off leaves nothing to learn from
+
+
+def training_cutoff(first: pd.Timestamp, last: pd.Timestamp, until: str | None = None,
+                    holdout_weeks: int = 0) -> pd.Timestamp | None:
+    """The first hour left out of training, from ``until`` or the data's last ``holdout_weeks`` weeks.
+
+    Every trainer (next hour, day ahead, either engine) cuts here, and refuses a cut-off that leaves less than
+    ``MIN_TRAINING_DAYS`` of the data (``first`` .. ``last``) before it, naming the flag.
+
+    Raises:
+        SmartEnergyError: ``--until`` not an ISO date or time (``preflight.parse_time``).
+        FeatureError: either flag leaving too little to train on.
+    """
+    first, last = pd.Timestamp(first), pd.Timestamp(last)
+    span = f"the data runs {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC"
+    if holdout_weeks:
+        if holdout_weeks < 0:
+            raise FeatureError(f"--holdout-weeks {holdout_weeks}: must be 0 or more")
+        cutoff, flag = window_start(last, 7 * holdout_weeks), f"--holdout-weeks {holdout_weeks}"
+    elif until:
+        from smart_energy.components.preflight import parse_time
+
+        cutoff = pd.Timestamp(parse_time(str(until), "--until")).tz_localize("UTC")
+        flag = f"--until {until}"
+    else:
+        return None
+    if cutoff - first < pd.Timedelta(days=MIN_TRAINING_DAYS):
+        raise FeatureError(f"{flag} leaves {max((cutoff - first) / pd.Timedelta(days=1), 0):.1f} days to train on "
+                           f"({span}); need at least {MIN_TRAINING_DAYS}")
+    return cutoff
+
+
 def check_history(hourly: pd.DataFrame, min_hours: int = 24 * 7 + 24) -> None:
     """Refuse data too short to give the 168 h lag anywhere (gaps are fine: features across them are NaN).
 

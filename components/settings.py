@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from smart_energy.components.errors import SmartEnergyError
+
 
 def _checkout() -> Path | None:
     """The source checkout this code runs from (editable install), or None for an installed wheel."""
@@ -70,11 +72,46 @@ ENV: dict[str, str] = {
     "spark_partitions": "SE_SPARK_PARTITIONS",
     "spark_driver_memory": "SE_SPARK_DRIVER_MEMORY",
     "xgb_threads": "SE_XGB_THREADS",
+    "stale_after_hours": "SE_STALE_AFTER_HOURS",
 }
 
 
-def _as_bool(text: str) -> bool:
-    return text.strip().lower() in {"1", "true", "yes", "on"}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+# settings that take one of a few words, and the numeric ones that have bounds: (low, high), inclusive
+CHOICES: dict[str, tuple[str, ...]] = {"online_store": ("sqlite", "redis"), "engine": ("embedded", "spark"),
+                                       "tariff": ("base", "hp-hc", "tempo")}
+BOUNDS: dict[str, tuple[float, float]] = {
+    "min_minutes_per_hour": (1, 60), "max_quarantine_fraction": (0, 1), "drift_window": (2, 10**6),
+    "drift_p_value": (0, 1), "drift_share": (0, 1), "max_error_rate": (0, 1), "max_mae_ratio": (0, 100),
+    "max_p99_latency_seconds": (0, 3600), "canary_hold_seconds": (0, 10**7), "retrain_mae_ratio": (0, 100),
+    "retrain_cooldown_hours": (0, 10**5), "spark_partitions": (1, 10**5), "xgb_threads": (0, 4096),
+    "stale_after_hours": (1, 24 * 365),
+}
+
+
+class SettingsError(SmartEnergyError):
+    """An SE_* (or AWS_*/S3_*) variable whose value cannot be used; the message names it."""
+
+
+def _as_bool(text: str, name: str = "") -> bool:
+    word = text.strip().lower()
+    if word not in _TRUE | _FALSE:
+        raise SettingsError(f"{name}={text!r}: not a boolean; use true or false")
+    return word in _TRUE
+
+
+def _convert(name: str, default, raw: str):
+    """The environment's text as the type of the field's default; a wrong value names the variable."""
+    variable = ENV[name]
+    if isinstance(default, bool):
+        return _as_bool(raw, variable)
+    if isinstance(default, Path):
+        return Path(raw)
+    try:
+        return type(default)(raw.strip() if isinstance(default, (int, float)) else raw)
+    except ValueError:
+        kind = "an integer" if isinstance(default, int) else "a number"
+        raise SettingsError(f"{variable}={raw!r}: not {kind} (default {default})") from None
 
 
 @dataclass(frozen=True)
@@ -130,6 +167,9 @@ class Settings:
     # XGBoost's threads (training, the predictor, Spark's driver-side predictions); 0: the container's CPU limit
     # (cgroup v2 cpu.max or the v1 quota), else the CPUs this process may run on (components/threads.py)
     xgb_threads: int = 0
+    # a meter whose last complete hour is older than this (before the hour forecast) is stale: it gets the
+    # profile fallback, not a model forecast made from missing lags (components/online_rows.py)
+    stale_after_hours: int = 3
 
     @property
     def feature_source_path(self) -> str:
@@ -154,14 +194,26 @@ class Settings:
             raw = env.get(ENV[f.name])
             if raw is None or raw == "":
                 continue
-            default = getattr(cls, f.name)
-            if isinstance(default, bool):
-                values[f.name] = _as_bool(raw)
-            elif isinstance(default, Path):
-                values[f.name] = Path(raw)
-            else:
-                values[f.name] = type(default)(raw)
-        return cls(**values)
+            values[f.name] = _convert(f.name, getattr(cls, f.name), raw)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse a value outside its choices or bounds, naming its environment variable."""
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise SettingsError(f"{ENV[name]}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
+        for name, (low, high) in BOUNDS.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise SettingsError(f"{ENV[name]}={value!r}: must be between {low:g} and {high:g}")
+        from smart_energy.components.rollout_policy import parse_steps
+
+        try:
+            parse_steps(self.canary_steps)
+        except ValueError as err:
+            raise SettingsError(f"{ENV['canary_steps']}: {err} (e.g. 10,25,50,100)") from None
 
     def as_env(self) -> dict[str, str]:
         """The settings as environment variables (for subprocesses and manifests)."""

@@ -16,7 +16,7 @@ import pandas as pd
 import xgboost as xgb
 
 from smart_energy.components import spark_engine as se
-from smart_energy.components.features import DRIFT_FEATURES, FEATURES, window_start
+from smart_energy.components.features import DRIFT_FEATURES, FEATURES, training_cutoff
 from smart_energy.components.registry import write_model_dir
 from smart_energy.components.settings import Settings
 from smart_energy.components.train import (DEFAULT_PARAMS, DRIFT_REFERENCE_ROWS, EARLY_STOPPING, MAX_ROUNDS,
@@ -59,9 +59,8 @@ def train_on_spark(data: str | Path, model_dir: str | Path, settings: Settings, 
     spark = se.spark_session(settings)
     hourly, meters_skipped = se.meters_with_history(se.read_hourly(spark, data))
     hourly = hourly.cache()
-    cutoff = pd.Timestamp(until, tz="UTC") if until else None
-    if holdout_weeks:
-        cutoff = window_start(pd.Timestamp(se.utc(hourly.agg(F.max("timestamp")).first()[0])), 7 * holdout_weeks)
+    first, last = hourly.agg(F.min("timestamp"), F.max("timestamp")).first()
+    cutoff = training_cutoff(pd.Timestamp(se.utc(first)), pd.Timestamp(se.utc(last)), until, holdout_weeks)
     store = open_feature_store(settings)
     if publish_features:
         se.publish(hourly, store, settings)

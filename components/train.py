@@ -19,6 +19,7 @@ import xgboost as xgb
 
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.features import (DRIFT_FEATURES, FEATURES, find_gaps, keep_meters_with_history, labels,
+                                              training_cutoff,
                                               window_start)
 from smart_energy.components.ingest import load_hourly
 from smart_energy.components.registry import write_model_dir
@@ -170,9 +171,7 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
         return train_on_spark(data, model_dir, settings, until=until, params=params, holdout_weeks=holdout_weeks,
                               publish_features=publish_features)
     hourly, meters_skipped = keep_meters_with_history(load_hourly(data))
-    cutoff = pd.Timestamp(until, tz="UTC") if until else None
-    if holdout_weeks:
-        cutoff = holdout_start(hourly, holdout_weeks)
+    cutoff = training_cutoff(hourly["timestamp"].min(), hourly["timestamp"].max(), until, holdout_weeks)
     frame = training_frame(hourly, settings, cutoff, publish_features)
     window = hourly if cutoff is None else hourly[hourly["timestamp"] < cutoff]
     fit_part, valid_part = time_split(frame)

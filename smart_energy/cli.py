@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from smart_energy.components import preflight
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.settings import get_settings
 
@@ -21,11 +22,20 @@ from smart_energy.components.settings import get_settings
 SHELL_MODULES = ["smart_energy.pipelines.cli", "smart_energy.serving.cli", "smart_energy.serving.rollout"]
 
 
+def _inputs(args: argparse.Namespace) -> None:
+    """The data flags a command reads exist (before any stage is imported)."""
+    for flag in ("data", "history"):
+        if getattr(args, flag, None):
+            preflight.input_path(getattr(args, flag), f"--{flag}")
+
+
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from smart_energy.components.fleet import has_meter_column
     from smart_energy.components.ingest import ingest_file, print_summary, require_valid_rows, write_outputs
 
     settings = get_settings()
+    preflight.input_path(args.raw)
+    preflight.output_dir(args.out, "--out")
     text = str(args.raw)
     if args.raw.is_dir() or any(c in text for c in "*?[") or (args.raw.is_file() and has_meter_column(args.raw)):
         from smart_energy.components.fleet import ingest_fleet, write_fleet_outputs
@@ -53,22 +63,22 @@ def _cmd_features(args: argparse.Namespace) -> int:
     from smart_energy.components.ingest import load_hourly
 
     settings = get_settings()
+    if args.action in ("build", "materialize", "push") and not args.data:
+        raise SmartEnergyError(f"features {args.action} needs --data (raw file or ingest directory)")
+    if args.data:
+        preflight.input_path(args.data, "--data")
     store = fs.open_feature_store(settings)
     if args.action == "apply":
         fs.apply(store, settings)
         print(f"applied {len(fs.definitions(settings))} Feast objects to {store.config.registry.path}",
               file=sys.stderr)
     elif args.action in ("build", "materialize"):
-        if not args.data:
-            raise SmartEnergyError(f"features {args.action} needs --data (raw file or ingest directory)")
         features = fs.publish(load_hourly(args.data), store, settings, materialize=args.action == "materialize")
         print(json.dumps({"rows": len(features), "meters": int(features["meter_id"].nunique()),
                           "first": str(features["event_timestamp"].min()),
                           "last": str(features["event_timestamp"].max()),
                           "source": settings.feature_source_path}))
     elif args.action == "push":
-        if not args.data:
-            raise SmartEnergyError("features push needs --data (the newest readings with a week of history)")
         print(fs.push(store, load_hourly(args.data)).to_json(orient="records", date_format="iso"))
     else:
         print(fs.online_features(store, args.meter_id or [settings.meter_id]).to_json(orient="records"))
@@ -76,6 +86,20 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    preflight.input_path(args.data, "--data")
+    preflight.output_dir(args.model_dir, "--model-dir")
+    if args.until:
+        preflight.parse_time(args.until, "--until")
+    if args.until and args.holdout_weeks:
+        raise SmartEnergyError("--until and --holdout-weeks both set where training ends; give one")
+    for flag, value, zero_ok in (("--hpo-trials", args.hpo_trials, True), ("--holdout-weeks", args.holdout_weeks, True),
+                                 ("--max-depth", args.max_depth, False), ("--learning-rate", args.learning_rate, False),
+                                 ("--n-estimators", args.n_estimators, False)):
+        preflight.positive(value, flag, allow_zero=zero_ok)
+    if args.register:
+        from smart_energy.components.storage import open_store
+
+        open_store()  # a bad SE_ARTIFACT_URI fails now, not after training
     params = {k: v for k, v in {"max_depth": args.max_depth, "eta": args.learning_rate,
                                 "num_boost_round": args.n_estimators}.items() if v is not None}
     if args.horizon == 24:
@@ -108,9 +132,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from smart_energy.components.registry import read_metadata
 
-    if read_metadata(args.model_dir).get("horizon_hours") == 24:
+    _inputs(args)
+    preflight.positive(args.last_weeks, "--last-weeks")
+    if args.out:
+        preflight.output_dir(args.out, "--out")
+    if preflight.model_dir(args.model_dir).get("horizon_hours") == 24:
         from smart_energy.components.dayahead import evaluate_dayahead as evaluate
     else:
         from smart_energy.components.evaluate import evaluate
@@ -131,11 +158,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from smart_energy.components.batch import batch_predict
 
+    preflight.model_dir(args.model_dir)  # a wrong --model-dir fails before the features are published
+    _inputs(args)
+    preflight.output_file(args.out, "--out")
     print(json.dumps(batch_predict(args.model_dir, args.data, args.out), indent=2))
     return 0
 
 
 def _cmd_advise(args: argparse.Namespace) -> int:
+
+    if preflight.model_dir(args.model_dir).get("horizon_hours") != 24:
+        raise SmartEnergyError(f"--model-dir {args.model_dir}: a next-hour model; advise needs a day-ahead one "
+                               f"(`smart-energy train --horizon 24`)")
+    _inputs(args)
     from smart_energy.components.advice import advise
     from smart_energy.components.dayahead import next_24h
     from smart_energy.components.features import with_history
@@ -151,6 +186,9 @@ def _cmd_advise(args: argparse.Namespace) -> int:
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
+    _inputs(args)
+    preflight.positive(args.weeks, "--weeks", allow_zero=False)
+    preflight.output_dir(args.out, "--out")
     from smart_energy.components.backtest import backtest, write_report
 
     weekly, forecasts = backtest(args.data, weeks=args.weeks)
@@ -169,6 +207,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.action == "register":
         if not args.model_dir:
             raise SmartEnergyError("models register needs --model-dir")
+        preflight.model_dir(args.model_dir)
         version = registry.register(store, args.model_dir, stage=args.stage)
         print(json.dumps({"name": name, "version": version, "stage": args.stage}))
     elif args.action == "promote":
@@ -196,6 +235,12 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     from smart_energy.components.registry import resolve_model_dir
 
     settings = get_settings()
+    _inputs(args)
+    preflight.positive(args.last_weeks, "--last-weeks")
+    preflight.output_dir(args.out, "--out")
+    for flag, ref in (("--model-dir", args.model_dir), ("--dayahead-model", args.dayahead_model)):
+        if ref and "://" not in str(ref):
+            preflight.model_dir(ref, flag)
     with tempfile.TemporaryDirectory(prefix="se-monitor-") as tmp:
         model_dir = resolve_model_dir(args.model_dir, Path(tmp) / "model", settings)
         dayahead = resolve_model_dir(args.dayahead_model, Path(tmp) / "dayahead", settings) if args.dayahead_model \
@@ -218,9 +263,13 @@ def _cmd_loop(args: argparse.Namespace) -> int:
     from smart_energy.loop import Loop, pipeline_retrain
 
     settings = get_settings()
-    for path in (args.history, args.data):
+    for flag, path in (("--history", args.history), ("--data", args.data)):
         if not path.is_file():
-            raise SmartEnergyError(f"{path}: no such file")
+            raise SmartEnergyError(f"{flag} {path}: no such file")
+    preflight.output_dir(args.out, "--out")
+    for flag, value in (("--hours", args.hours), ("--canary-hold-hours", args.canary_hold_hours),
+                        ("--holdout-days", args.holdout_days)):
+        preflight.positive(value, flag, allow_zero=False)
     loop = Loop(args.history, args.data, args.out, settings, pipeline_retrain(args.holdout_days),
                 canary_hold_hours=args.canary_hold_hours, max_hours=args.hours, metrics_port=args.metrics_port)
     summary = loop.run()
@@ -385,19 +434,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    from smart_energy.components.quiet import quiet_frameworks
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and not isinstance(err, SmartEnergyError):
+        return preflight.os_error_line(err)
+    return " ".join(str(err).split())
 
-    quiet_frameworks()
+
+def main(argv: list[str] | None = None) -> int:
+    """The error boundary: what a user can fix (our errors, the OS's: exists, not a directory, permission,
+    read-only, disk full) is one line on stderr and exit 2; anything else is a bug and keeps its traceback."""
+    command = "smart-energy"
     try:
+        parser = build_parser()  # reads the settings (defaults in the help): a bad SE_* variable fails here
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        command = f"smart-energy {args.command}"
+        from smart_energy.components.quiet import quiet_frameworks
+
+        quiet_frameworks()
         return int(args.func(args) or 0)
-    except (SmartEnergyError, FileNotFoundError) as err:
-        print(f"smart-energy {args.command}: error: {err}", file=sys.stderr)
+    except (SmartEnergyError, OSError) as err:
+        print(f"{command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
