@@ -23,6 +23,9 @@ from smart_energy.components.tariffs import (RED_DAYS, WHITE_DAYS, Tariff, get_t
 RUN_KW = 0.1  # an appliance run draws at least this mean kW above standby in an hour (a fridge: a few tens of watts)
 MAX_SHIFT_HOURS = 8  # a run longer than the 8 h off-peak night is not a cycle one reschedules (heating, AC)
 PEAK_HOURS_ONE_PRICE = 6  # with one price all day, the "peak hours" are the 6 with the highest forecast P50
+# Fewer backtested days than four weeks say too little about a year to annualise: one week's laundry days, a
+# cold spell or a holiday would be counted 52 times. Below it the backtest gives its days' totals and a caveat.
+MIN_DAYS_TO_ANNUALISE = 28
 FORECAST_COLUMNS = ("timestamp", "p10_kw", "p50_kw", "p90_kw")
 
 
@@ -218,8 +221,11 @@ def savings_backtest(hourly: pd.DataFrame, tariff: str | Tariff, settings: Setti
         ``eur_per_year`` and ``kwh_shifted_per_year`` (moved, not saved: the kWh stay the same),
         ``bill_eur_per_year`` (the energy bill before moving), ``peak_kw_reduction`` (mean over the days of
         the day's highest hourly mean kW before minus after; hourly, not the meter's instantaneous kVA),
-        ``days_backtested`` and ``method``. Yearly figures scale the days replayed by 365 / days, so a
-        winter-only file annualises winter use and prices (with Tempo, all its red days).
+        ``days_backtested``, the same three totals over the days replayed (``eur_saved_backtested``,
+        ``kwh_shifted_backtested``, ``bill_eur_backtested``), ``caveat`` and ``method``. Yearly figures scale the
+        days replayed by 365 / days, so a winter-only file annualises winter use and prices (with Tempo, all its
+        red days). With fewer than ``MIN_DAYS_TO_ANNUALISE`` days the three yearly figures are None and
+        ``caveat`` says how many days there were and why; otherwise ``caveat`` is None.
     """
     tariff = get_tariff(tariff, settings)
     result = replay(hourly, tariff, settings)
@@ -240,17 +246,33 @@ def savings_backtest(hourly: pd.DataFrame, tariff: str | Tariff, settings: Setti
                    f"counted {RED_DAYS}/{WHITE_DAYS}/{per_year['blue']} times a year)")
     else:
         yearly = days[["saved", "kwh", "bill_before"]].sum() * (365 / n if n else 0.0)
+    total = days[["saved", "kwh", "bill_before"]].sum()
+    annual = n >= MIN_DAYS_TO_ANNUALISE
+    if annual:
+        caveat = None
+    elif n == 0:
+        caveat = "no complete day (24 complete hours) to backtest, so no saving is estimated"
+    else:
+        caveat = (f"only {n} complete day{'' if n == 1 else 's'} backtested, fewer than {MIN_DAYS_TO_ANNUALISE}: "
+                  f"a year made of them would count each day's laundry, weather or holiday about {365 // n} times, "
+                  f"so no yearly figure is given; over those days moving the loads saved "
+                  f"{float(total['saved']):.2f} EUR")
     return {
-        "eur_per_year": round(float(yearly["saved"]), 2),
-        "kwh_shifted_per_year": round(float(yearly["kwh"]), 1),
-        "bill_eur_per_year": round(float(yearly["bill_before"]), 2),
+        "eur_per_year": round(float(yearly["saved"]), 2) if annual else None,
+        "kwh_shifted_per_year": round(float(yearly["kwh"]), 1) if annual else None,
+        "bill_eur_per_year": round(float(yearly["bill_before"]), 2) if annual else None,
         "peak_kw_reduction": round(float((days["peak_kw_before"] - days["peak_kw_after"]).mean()), 3) if n else 0.0,
         "days_backtested": n,
+        "eur_saved_backtested": round(float(total["saved"]), 2),
+        "kwh_shifted_backtested": round(float(total["kwh"]), 1),
+        "bill_eur_backtested": round(float(total["bill_before"]), 2),
+        "caveat": caveat,
         "method": (f"Replayed {n} complete days, moving each laundry and water-heater run (energy above standby, "
                    f"at most {MAX_SHIFT_HOURS} h, within its day) to that day's cheapest free hours under the "
                    f"{tariff.name} tariff{colours} only when that lowered the energy bill (no subscription fee), "
-                   f"annualised from the days replayed (a winter file annualises winter use); moving load saves "
-                   f"money and peak power, not energy."),
+                   + ("annualised from the days replayed (a winter file annualises winter use)" if annual
+                      else f"not annualised (fewer than {MIN_DAYS_TO_ANNUALISE} days)")
+                   + "; moving load saves money and peak power, not energy."),
     }
 
 
@@ -332,7 +354,8 @@ def advise(hourly: pd.DataFrame, forecast_24h: pd.DataFrame, tariff: str | Tarif
         ``PEAK_HOURS_ONE_PRICE`` hours of highest P50), ``loads`` (kwh_per_day, peak_share = share of the
         load's energy in peak-price hours (0 for Base), typical_run_hours = median run length,
         runs_per_day, shiftable, recommended_window ``{start, end}`` (end exclusive) of the typical run
-        length for a shiftable load that runs, else null) and ``savings`` (``savings_backtest``).
+        length for a shiftable load that runs, else null) and ``savings`` (``savings_backtest``: with fewer
+        than ``MIN_DAYS_TO_ANNUALISE`` backtested days its yearly figures are null and its ``caveat`` says why).
         Moving a load saves money and peak power, not energy.
 
     Raises:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from smart_energy.components.advice import (
-    LOADS, MAX_SHIFT_HOURS, AdviceError, advise, detect_runs, recommend_window, replay, savings_backtest,
+    LOADS, MAX_SHIFT_HOURS, MIN_DAYS_TO_ANNUALISE, AdviceError, advise, detect_runs, recommend_window, replay, savings_backtest,
 )
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.ingest import ingest_file
@@ -86,10 +86,11 @@ def test_replay_by_hand_hp_hc():
     assert day["bill_before"] - day["bill_after"] == pytest.approx(2 * (0.2081 - 0.1635))
     assert day["peak_kw_before"] == pytest.approx(1.5) and day["peak_kw_after"] == pytest.approx(1.5)
     savings = savings_backtest(frame, "hp-hc")
-    assert savings["eur_per_year"] == pytest.approx(round(2 * (0.2081 - 0.1635) * 365 / 3, 2))
-    assert savings["kwh_shifted_per_year"] == pytest.approx(round(2.0 * 365 / 3, 1))
+    assert savings["eur_saved_backtested"] == pytest.approx(round(2 * (0.2081 - 0.1635), 2))
+    assert savings["kwh_shifted_backtested"] == pytest.approx(2.0)
     assert savings["days_backtested"] == 3
-    assert savings_backtest(frame, "base")["eur_per_year"] == 0.0  # one price: nothing to gain
+    assert savings["eur_per_year"] is None and "only 3 complete days" in savings["caveat"]  # too few to annualise
+    assert savings_backtest(frame, "base")["eur_saved_backtested"] == 0.0  # one price: nothing to gain
 
 
 def test_a_run_never_lands_on_hours_its_load_already_runs():
@@ -170,7 +171,7 @@ def test_shared_file_savings_are_plausible(hourly):
     shiftable_per_year = sum(hourly[f"sub_metering_{n}_kw"].sum() for n in (2, 3)) * 365 / (len(hourly) / 24)
     for name, s in savings.items():
         json.dumps(s)
-        assert s["days_backtested"] == 74 and "not energy" in s["method"]
+        assert s["days_backtested"] == 74 and "not energy" in s["method"] and s["caveat"] is None
         assert 0.15 * kwh_per_year < s["bill_eur_per_year"] < 0.35 * kwh_per_year  # 0.16-0.30 EUR/kWh on average
         assert 0 <= s["kwh_shifted_per_year"] < shiftable_per_year
         assert 0 <= s["eur_per_year"] < 0.2 * s["bill_eur_per_year"]
@@ -208,14 +209,14 @@ def test_no_submeter_activity_recommends_nothing_and_saves_nothing(quiet_file):
         assert all(load["kwh_per_day"] == 0 and load["runs_per_day"] == 0 for load in advice["loads"])
         s = advice["savings"]
         assert s["days_backtested"] >= 4
-        assert (s["eur_per_year"], s["kwh_shifted_per_year"], s["peak_kw_reduction"]) == (0.0, 0.0, 0.0)
+        assert (s["eur_saved_backtested"], s["kwh_shifted_backtested"], s["peak_kw_reduction"]) == (0.0, 0.0, 0.0)
 
 
 def test_the_same_rows_with_their_submeters_do_move(hourly, quiet_file):
     """Control for the test above: the quiet file's hours, sub-meters kept, are advised and save."""
     rows = hourly[hourly["timestamp"] <= ingest_file(quiet_file).hourly["timestamp"].max()]
     advice = advise(rows, forecast_after(rows), "hp-hc")
-    assert advice["savings"]["eur_per_year"] > 0
+    assert advice["savings"]["eur_saved_backtested"] > 0
     assert [load["recommended_window"] is not None for load in advice["loads"]] == [False, True, True]
 
 
@@ -285,3 +286,39 @@ def test_a_multi_day_hole_is_skipped_not_a_crash(shared_data, tmp_path, hourly, 
     whole, with_gap = savings_backtest(hourly, tariff), savings_backtest(holed, tariff)
     assert with_gap["days_backtested"] == whole["days_backtested"] - 3
     assert with_gap["eur_per_year"] >= 0 and with_gap["bill_eur_per_year"] > 0
+
+
+def test_two_days_give_a_caveat_and_no_yearly_figure(shared_data, tmp_path):
+    """The issue's case: `advise` on two days of the shared file said 32.61 EUR/yr, annualised from one day."""
+    path = tmp_path / "two_days.txt"
+    with open(shared_data) as src, open(path, "w") as out:  # 16 Dec 17:24 .. 18 Dec 17:23
+        out.writelines(line for _, line in zip(range(2 * 1440 + 1), src))
+    two = ingest_file(path).hourly
+    for tariff in TARIFF_NAMES:
+        advice = advise(two, forecast_after(two), tariff)
+        s = json.loads(json.dumps(advice))["savings"]
+        assert s["days_backtested"] == 1
+        assert s["eur_per_year"] is None and s["kwh_shifted_per_year"] is None and s["bill_eur_per_year"] is None
+        assert "only 1 complete day backtested" in s["caveat"] and f"fewer than {MIN_DAYS_TO_ANNUALISE}" in s["caveat"]
+        assert "no yearly figure" in s["caveat"] and "not annualised" in s["method"]
+        assert s["eur_saved_backtested"] >= 0 and s["bill_eur_backtested"] > 0
+
+
+@pytest.mark.parametrize("tariff", TARIFF_NAMES)
+def test_the_yearly_figure_starts_at_four_weeks(tariff):
+    """27 complete days: a caveat, no yearly figure; 28: the yearly figures, no caveat."""
+    def frame(days):
+        hours = synthetic_hourly(days)
+        for day in range(days):  # a 2 kWh laundry run each evening, cheaper at night under hp-hc and tempo
+            add_run(hours, "sub_metering_2_kw", str(pd.Timestamp("2007-01-08 19:00") + pd.Timedelta(days=day)), 2, 1.0)
+        return hours
+
+    short, enough = savings_backtest(frame(MIN_DAYS_TO_ANNUALISE - 1), tariff), savings_backtest(
+        frame(MIN_DAYS_TO_ANNUALISE), tariff)
+    assert short["days_backtested"] == 27 and short["eur_per_year"] is None and "only 27 complete days" in short["caveat"]
+    assert enough["days_backtested"] == 28 and enough["caveat"] is None
+    assert enough["eur_per_year"] is not None and enough["bill_eur_per_year"] > enough["bill_eur_backtested"] > 0
+    if tariff == "base":
+        assert enough["eur_per_year"] == 0.0
+    else:
+        assert enough["eur_per_year"] > enough["eur_saved_backtested"] > short["eur_saved_backtested"] > 0
