@@ -296,13 +296,14 @@ def evaluate_dayahead(model_dir: str | Path, data: str | Path, history: str | Pa
                       last_weeks: int = 0, settings: Settings | None = None) -> dict[str, Any]:
     """Score a day-ahead model on every origin hour of ``data`` (its last weeks with ``last_weeks``); the band of
     each origin is calibrated on the pairs scored before it (see ``rolling_shift``)."""
-    from smart_energy.components.evaluate import last_weeks_split
+    from smart_energy.components.evaluate import in_sample, last_weeks_split
     from smart_energy.components.registry import load_booster
 
     booster, metadata = load_booster(model_dir)
     data_hourly, history_hourly = last_weeks_split(load_hourly(data), load_hourly(history) if history else None,
                                                    last_weeks)
-    return score_hourly(booster, metadata, data_hourly, history_hourly, settings)[0]
+    result, pairs, _ = score_hourly(booster, metadata, data_hourly, history_hourly, settings)
+    return result | in_sample(metadata, pairs["meter_id"], pairs["event_timestamp"], pairs["target_timestamp"], "pairs")
 
 
 def next_24h(model_dir: str | Path, hourly: pd.DataFrame) -> pd.DataFrame:

@@ -154,4 +154,28 @@ def evaluate(model_dir: str | Path, data: str | Path, history: str | Path | None
     result["model_version"] = metadata["version"]
     result["first_hour"] = str(frame["event_timestamp"].min())
     result["last_hour"] = str(frame["event_timestamp"].max())
+    result |= in_sample(metadata, frame["meter_id"], frame["event_timestamp"], frame["event_timestamp"])
     return result
+
+
+def in_sample(metadata: dict[str, Any], meters: pd.Series, first: pd.Series, last: pd.Series,
+              unit: str = "hours") -> dict[str, Any]:
+    """``in_sample`` (and how many) for scored rows the model may have been trained on: a meter it was trained
+    on, and hours (``first`` .. ``last``; the target hour, or the origin and target of a pair) inside its
+    ``training_window``. Says so on stderr: such scores flatter the model."""
+    import sys
+
+    window = metadata.get("training_window") or {}
+    if not window.get("start") or not window.get("end"):
+        return {"in_sample": False, f"in_sample_{unit}": 0}
+    start, end = pd.to_datetime([window["start"], window["end"]], utc=True)
+    inside = (pd.to_datetime(first, utc=True) >= start) & (pd.to_datetime(last, utc=True) <= end)
+    if metadata.get("meters"):
+        inside &= meters.isin(metadata["meters"])
+    count = int(inside.sum())
+    if count:
+        print(f"evaluate: warning: {count:,} of {len(inside):,} scored {unit} lie inside model "
+              f"{metadata.get('version')}'s training window ({start} .. {end}), in_sample: true; in-sample scores "
+              f"flatter the model. Score later hours, or train with --holdout-weeks N and evaluate --last-weeks N",
+              file=sys.stderr)
+    return {"in_sample": count > 0, f"in_sample_{unit}": count}
