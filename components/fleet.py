@@ -25,6 +25,7 @@ from smart_energy.components.ingest import IngestError, _open_text, ingest_file,
 SUFFIXES = (".txt", ".csv", ".txt.gz", ".csv.gz")
 METER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 COUNTS = ("rows_read", "rows_valid", "rows_missing", "rows_quarantined", "hours", "hours_complete")
+DATE_FIELDS = ("date_order", "date_order_decided_by", "sorted_by_time")  # decided per meter file (dates.py)
 
 
 @dataclass
@@ -126,7 +127,7 @@ def ingest_fleet(path: str | Path, min_minutes: int = 45, progress: bool | None 
                 continue
             q = asdict(result.quality)
             by_meter[meter] = {"status": "ingested", "file": label, **{k: q[k] for k in COUNTS},
-                               "quarantine_reasons": q["quarantine_reasons"]}
+                               "quarantine_reasons": q["quarantine_reasons"], **{k: q[k] for k in DATE_FIELDS}}
             hourly.append(result.hourly)
             if len(result.quarantine):
                 quarantine.append(result.quarantine.assign(meter_id=meter, file=label)[

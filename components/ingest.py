@@ -1,7 +1,8 @@
 """Ingest raw 1-minute smart-meter readings: parse, validate, quarantine, resample to hours.
 
 The UCI "household power consumption" format: ``;``-separated (or ``,``: the header tells),
-``?`` for a missing reading, ``d/m/yyyy`` dates. Parsing is columnar (pyarrow),
+``?`` for a missing reading, ``d/m/yyyy`` dates (or ``m/d/yyyy``, ``yyyy-mm-dd``: the data tells, see
+``dates.py``); rows in any time order (they are read sorted). Parsing is columnar (pyarrow),
 validation and resampling are vectorised (numpy); no per-row Python loops on the
 hot path. Invariant: ``rows_read == rows_valid + rows_missing + rows_quarantined``.
 """
@@ -16,7 +17,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +27,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from smart_energy.components.dates import DateOrder, DateOrderError, decide_date_order, runs
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.hourly import HOURLY_CHANNELS, resample_hourly
 from smart_energy.components.validate import MEASUREMENTS, REASONS, validate_rows
@@ -53,6 +55,10 @@ class QualityReport:
     last_timestamp: str | None
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     min_minutes_per_hour: int = 45
+    date_order: str = "d/m/yyyy"  # "d/m/yyyy", "m/d/yyyy" or "yyyy-mm-dd", decided from the data (dates.py)
+    date_order_decided_by: str = ""
+    sorted_by_time: bool = False  # the rows were not in time order and were read sorted
+    rows_out_of_order: int = 0  # rows that came after a later reading in the file
 
     @property
     def quarantine_fraction(self) -> float:
@@ -165,38 +171,47 @@ def _read_table(path: Path, delimiter: str, numeric_as_string: bool, use_threads
     return table, bad_rows
 
 
-def _lookup(parsed: np.ndarray, chunk: pa.DictionaryArray) -> np.ndarray:
-    """Per row, the parsed value of its dictionary entry; -1 for null cells."""
-    if len(parsed) == 0:
-        return np.full(len(chunk), -1, dtype=np.int64)
-    idx = chunk.indices.fill_null(0).to_numpy(zero_copy_only=False)
-    return np.where(chunk.is_null().to_numpy(zero_copy_only=False), -1, parsed[idx])
+def _codes(column: pa.ChunkedArray) -> tuple[list, np.ndarray]:
+    """A dictionary column's distinct values and, per row, its index into them (-1 for a null cell).
 
-
-def _parse_timestamps(table: pa.Table) -> np.ndarray:
-    """Seconds since the epoch (int64) from ``Date`` + ``Time``; -1 where unparseable.
-
-    Dates and times repeat (1,440 times a day, at most 1,440 distinct times), so only
-    the distinct dictionary values are parsed.
+    The chunks must share one dictionary (``Table.unify_dictionaries``), so each text is parsed once.
     """
-    parts = []
-    date_chunks = table.column("Date").chunks
-    time_chunks = table.column("Time").chunks
-    for dchunk, tchunk in zip(date_chunks, time_chunks):
-        days = pd.to_datetime(
-            pd.Series(dchunk.dictionary.to_pylist(), dtype="object").str.strip(),
-            format="%d/%m/%Y", errors="coerce",
-        )
-        day_secs = np.where(days.isna(), -1, days.values.astype("datetime64[s]").astype(np.int64))
-        times = pd.to_timedelta(
-            pd.Series(tchunk.dictionary.to_pylist(), dtype="object").str.strip(), errors="coerce"
-        )
-        ok_time = times.notna() & (times >= pd.Timedelta(0)) & (times < pd.Timedelta(days=1))
-        time_secs = np.where(ok_time, times.dt.total_seconds().fillna(-1), -1).astype(np.int64)
-        d = _lookup(day_secs, dchunk)
-        t = _lookup(time_secs, tchunk)
-        parts.append(np.where((d >= 0) & (t >= 0), d + t, -1))
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    chunks = column.chunks
+    if not chunks:
+        return [], np.empty(0, dtype=np.int64)
+    values = chunks[0].dictionary.to_pylist()
+    codes = np.concatenate([c.indices.fill_null(-1).to_numpy(zero_copy_only=False) for c in chunks])
+    return values, codes.astype(np.int64, copy=False)
+
+
+def _parse_timestamps(table: pa.Table, line_of_row: np.ndarray, line_text: Callable[[int], str],
+                      source: str) -> tuple[np.ndarray, DateOrder]:
+    """Seconds since the epoch (int64) from ``Date`` + ``Time``, -1 where unparseable, and the file's date order.
+
+    Dates and times repeat (1,440 times a day, at most 1,440 distinct times), so only the distinct dictionary
+    values are parsed; the date order is decided from them and the runs of equal dates (``dates.py``).
+    """
+    table = table.select(["Date", "Time"]).unify_dictionaries()
+    date_texts, date_codes = _codes(table.column("Date"))
+    starts, run_codes = runs(date_codes)
+    order, days = decide_date_order(date_texts, run_codes, line_of_row[starts], line_text, source)
+    day_secs = np.append(np.where(days >= 0, days * 86400, -1), -1)  # the last entry: null cells (code -1)
+    time_texts, time_codes = _codes(table.column("Time"))
+    times = pd.to_timedelta(pd.Series(time_texts, dtype="object").str.strip(), errors="coerce")
+    ok_time = times.notna() & (times >= pd.Timedelta(0)) & (times < pd.Timedelta(days=1))
+    time_secs = np.append(np.where(ok_time, times.dt.total_seconds().fillna(-1), -1).astype(np.int64), -1)
+    d, t = day_secs[date_codes], time_secs[time_codes]
+    return np.where((d >= 0) & (t >= 0), d + t, -1), order
+
+
+def _time_order(ts: np.ndarray) -> tuple[np.ndarray | None, int]:
+    """The stable permutation that puts the rows in time order (``None``: they are) and how many rows came
+    after a later reading. Rows without a timestamp go first; they are quarantined anyway."""
+    stamped = ts[ts >= 0]
+    if len(stamped) < 2 or bool(np.all(stamped[1:] >= stamped[:-1])):
+        return None, 0
+    late = int((stamped[1:] < np.maximum.accumulate(stamped)[:-1]).sum())
+    return np.argsort(ts, kind="stable"), late
 
 
 def _numeric_columns(table: pa.Table, as_string: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -265,15 +280,25 @@ def ingest_file(path: str | Path, meter_id: str = "household-1", min_minutes: in
             continue
         break
 
-    ts = _parse_timestamps(table)
-    values, non_numeric = _numeric_columns(table, numeric_as_string)
-    status, reason = validate_rows(ts, values, non_numeric)
-
     # Line number of each parsed row: header is line 1, malformed rows were skipped in between.
     skipped = np.array(sorted(n for n, _ in bad_rows), dtype=np.int64)
     line_of_row = np.arange(table.num_rows, dtype=np.int64) + 2
     for s in skipped:  # few: malformed rows are rare
         line_of_row[line_of_row >= s] += 1
+
+    try:
+        ts, date_order = _parse_timestamps(table, line_of_row, lambda n: _original_lines(path, {n}).get(n, ""),
+                                           str(path))
+    except DateOrderError as err:
+        raise IngestError(str(err)) from None
+    values, non_numeric = _numeric_columns(table, numeric_as_string)
+    # A file in reverse or shuffled time order is read in time order (stable: of two rows with one
+    # timestamp the first in the file is kept, the other quarantined as a duplicate).
+    order, rows_out_of_order = _time_order(ts)
+    if order is not None:
+        ts, non_numeric, line_of_row = ts[order], non_numeric[order], line_of_row[order]
+        values = {c: v[order] for c, v in values.items()}
+    status, reason = validate_rows(ts, values, non_numeric)
 
     rejected = np.flatnonzero(status == 2)
     texts = _original_lines(path, set(line_of_row[rejected].tolist()))
@@ -303,8 +328,27 @@ def ingest_file(path: str | Path, meter_id: str = "household-1", min_minutes: in
         last_timestamp=fmt(vts.max() if len(vts) else None),
         quarantine_reasons={str(k): int(v) for k, v in quarantine["reason"].value_counts().sort_index().items()},
         min_minutes_per_hour=min_minutes,
+        date_order=date_order.order,
+        date_order_decided_by=date_order.decided_by,
+        sorted_by_time=order is not None,
+        rows_out_of_order=rows_out_of_order,
     )
     return IngestResult(hourly=hourly, quarantine=quarantine, quality=quality)
+
+
+def require_readings(result: IngestResult) -> None:
+    """Refuse a file with nothing to keep, neither a valid reading nor a quarantined row: a header-only file,
+    or one whose rows are all ``?``. Call it before writing, so that such a file leaves no output.
+
+    Raises:
+        IngestError: "no readings", and why.
+    """
+    q = result.quality
+    if q.rows_valid or q.rows_quarantined:
+        return
+    if not q.rows_read:
+        raise IngestError(f"{q.source}: no readings (the file has a header and no rows); nothing was written")
+    raise IngestError(f"{q.source}: no readings (all {q.rows_read:,} rows are '?'); nothing was written")
 
 
 def require_valid_rows(result: IngestResult, where: str | Path | None = None) -> None:
@@ -316,8 +360,7 @@ def require_valid_rows(result: IngestResult, where: str | Path | None = None) ->
     q = result.quality
     if q.rows_valid:
         return
-    if not q.rows_quarantined:
-        raise IngestError(f"{q.source}: no readings (all {q.rows_read:,} rows are '?')")
+    require_readings(result)
     reason, count = max(q.quarantine_reasons.items(), key=lambda kv: kv[1])
     example = result.quarantine.loc[result.quarantine["reason"] == reason].iloc[0]
     hint = " (decimal commas? the format uses '.')" if reason == "non_numeric" and re.search(
@@ -358,7 +401,9 @@ def write_outputs(result: IngestResult, out_dir: str | Path) -> dict[str, Path]:
     report = q | {"quarantine_fraction": round(result.quality.quarantine_fraction, 6), "meters": 1,
                   "by_meter": {q["meter_id"]: {"status": "ingested", "file": q["source"],
                                                **{k: q[k] for k in ("rows_read", "rows_valid", "rows_missing",
-                                                                    "rows_quarantined", "hours", "hours_complete")},
+                                                                    "rows_quarantined", "hours", "hours_complete",
+                                                                    "date_order", "date_order_decided_by",
+                                                                    "sorted_by_time")},
                                                "quarantine_reasons": q["quarantine_reasons"]}}}
     return write_atomically(out_dir, {
         "hourly": ("hourly.parquet", lambda p: write_hourly_parquet(result.hourly, p)),
@@ -414,19 +459,54 @@ def print_summary(quality: QualityReport, stream=sys.stdout) -> None:
         print(f"  quarantined {count:,} x {why}", file=stream)
 
 
+def raw_file_dates(path: str | Path, delimiter: str) -> tuple[DateOrder, dict[bytes, datetime | None]]:
+    """The date order of a raw file read line by line, and each distinct date field's day in it.
+
+    One streaming pass collects the runs of equal date fields (a file has few distinct dates); the order
+    is then decided as ``ingest_file`` decides it (``dates.decide_date_order``).
+
+    Raises:
+        IngestError: the file's dates contradict each other (the message names the first offending line).
+    """
+    path = Path(path)
+    sep = delimiter.encode()
+    fields: dict[bytes, int] = {}
+    run_codes: list[int] = []
+    run_lines: list[int] = []
+    previous = None
+    with _open_text(path) as src:
+        src.readline()
+        for number, line in enumerate(src, start=2):
+            if previous is not None and line.startswith(previous):
+                continue
+            date = line.partition(sep)[0]
+            previous = date + sep
+            run_codes.append(fields.setdefault(date, len(fields)))
+            run_lines.append(number)
+    texts = [f.decode("utf-8", "replace").strip() for f in fields]
+    try:
+        order, days = decide_date_order(texts, np.array(run_codes, dtype=np.int64), np.array(run_lines, dtype=np.int64),
+                                        lambda n: _original_lines(path, {n}).get(n, ""), str(path))
+    except DateOrderError as err:
+        raise IngestError(str(err)) from None
+    epoch = datetime(1970, 1, 1)
+    return order, {f: epoch + timedelta(days=int(d)) if d >= 0 else None for f, d in zip(fields, days)}
+
+
 def split_raw_file(path: str | Path, at: str, before: str | Path, after: str | Path) -> tuple[int, int]:
     """Split a raw meter file at timestamp ``at`` into two raw files (lines kept verbatim, header on both).
 
-    Streams line by line (memory does not grow with the file); a line whose timestamp cannot be read
-    goes to ``before``, where ingest will quarantine it.
+    Streams line by line (memory does not grow with the file): once to decide the date order
+    (``raw_file_dates``), once to split. A line whose timestamp cannot be read goes to ``before``,
+    where ingest will quarantine it.
 
     Returns:
         The number of data lines written to ``before`` and to ``after``.
     """
     path = Path(path)
     delimiter = sniff(path)
+    _, days = raw_file_dates(path, delimiter)
     cut = pd.Timestamp(at).to_pydatetime()
-    days: dict[str, datetime | None] = {}  # a file has few distinct dates: parse each once
     counts = [0, 0]
     for target in (before, after):
         Path(target).parent.mkdir(parents=True, exist_ok=True)
@@ -437,13 +517,7 @@ def split_raw_file(path: str | Path, at: str, before: str | Path, after: str | P
         sep = delimiter.encode()
         for line in src:
             date, _, rest = line.partition(sep)
-            text = date.decode("utf-8", "replace").strip()
-            if text not in days:
-                try:
-                    days[text] = datetime.strptime(text, "%d/%m/%Y")
-                except ValueError:
-                    days[text] = None
-            day = days[text]
+            day = days.get(date)
             stamp = None
             if day is not None:
                 try:

@@ -2,14 +2,13 @@
 
 Rules, in priority order (a row records the first it breaks): empty row, unparseable timestamp,
 non-numeric cell, partial missing reading, a field outside its physical range, sub-meters above
-the total, duplicate timestamp, out-of-order timestamp. A row of only ``?`` is a missing reading,
-not an error.
+the total, duplicate timestamp. A row of only ``?`` is a missing reading, not an error. Rows come in
+time order (ingest sorts a file that is not), so a duplicate is a repeat of the row before.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 # Physical plausibility (inclusive bounds). Voltage: 230 V +/- 15 %, wider than EN 50160's
 # +/- 10 % so that real sags and swells pass and only instrument faults are caught.
@@ -29,7 +28,7 @@ SUB_METERS = ["Sub_metering_1", "Sub_metering_2", "Sub_metering_3"]
 
 REASONS = [
     "", "empty_row", "bad_timestamp", "non_numeric", "partial_missing",
-    *(f"out_of_range:{c}" for c in RANGES), "submeters_exceed_total", "duplicate_timestamp", "out_of_order",
+    *(f"out_of_range:{c}" for c in RANGES), "submeters_exceed_total", "duplicate_timestamp",
 ]
 _CODE = {name: code for code, name in enumerate(REASONS)}
 
@@ -52,7 +51,10 @@ def _rules(ts: np.ndarray, values: dict[str, np.ndarray], non_numeric: np.ndarra
 
 
 def validate_rows(ts: np.ndarray, values: dict[str, np.ndarray], non_numeric: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: a status (0 valid, 1 missing, 2 quarantined) and a reason code into ``REASONS`` (the first rule broken)."""
+    """Per row: a status (0 valid, 1 missing, 2 quarantined) and a reason code into ``REASONS`` (the first rule broken).
+
+    ``ts`` must be in time order where it is set (-1 rows anywhere): ``ingest._time_order`` sorts it.
+    """
     n = len(ts)
     reason = np.zeros(n, dtype=np.int8)
     null_count = np.zeros(n, dtype=np.int8)
@@ -72,18 +74,14 @@ def validate_rows(ts: np.ndarray, values: dict[str, np.ndarray], non_numeric: np
             code[mask & (code == 0)] = _CODE[why]
         reason[rows] = code
 
-    # Order checks among rows whose timestamp parsed: a repeat of an earlier timestamp is a
-    # duplicate; one earlier than a timestamp already seen is out of order. Skipped when the
-    # timestamps are strictly increasing, as a healthy meter's are.
+    # Of the rows with one timestamp, the first is kept and the others are duplicates. Rows are in time
+    # order (stable), so the first in time is also the first in the file.
     idx = np.flatnonzero(ts >= 0)
-    if len(idx) > 1 and not np.all(np.diff(ts[idx]) > 0):
-        dup = pd.Series(ts[idx]).duplicated(keep="first").to_numpy()
-        ordered = idx[~dup]
-        prior_max = np.maximum.accumulate(np.concatenate([[-1], ts[ordered][:-1]]))
-        late = ordered[ts[ordered] < prior_max]
-        for why, where in (("duplicate_timestamp", idx[dup]), ("out_of_order", late)):
-            where = where[reason[where] == 0]
-            reason[where] = _CODE[why]
+    if len(idx) > 1:
+        stamped = ts[idx]
+        dup = idx[1:][stamped[1:] == stamped[:-1]]
+        dup = dup[reason[dup] == 0]
+        reason[dup] = _CODE["duplicate_timestamp"]
 
     status = np.where(reason != 0, 2, np.where(all_null, 1, 0)).astype(np.int8)
     return status, reason

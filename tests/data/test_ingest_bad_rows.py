@@ -37,7 +37,7 @@ BAD = [
 ]
 TAIL = [
     "1/1/2007;00:20:00;2.500;0.100;241.000;10.400;0.000;0.000;0.000",
-    "1/1/2007;00:15:00;2.500;0.100;241.000;10.400;0.000;0.000;0.000",  # earlier than 00:20
+    "1/1/2007;00:15:00;2.500;0.100;241.000;10.400;0.000;0.000;0.000",  # earlier than 00:20: read sorted, valid
 ]
 
 
@@ -60,14 +60,14 @@ def test_every_bad_row_quarantined_with_reason_and_line(dirty_file, tmp_path):
     assert q.rows_read == q.rows_valid + q.rows_missing + q.rows_quarantined
     assert q.rows_missing == 1
     expected = [(i + 2 + len(GOOD), why) for i, (_, why) in enumerate(BAD) if why]
-    expected.append((1 + n_lines, "out_of_order"))
     got = list(zip(result.quarantine["line"], result.quarantine["reason"]))
     assert got == expected
     raw_by_line = dict(zip(result.quarantine["line"], result.quarantine["raw"]))
     lines = [HEAD, *GOOD, *[b for b, _ in BAD], *TAIL]
     for line, _ in expected:
         assert raw_by_line[line] == lines[line - 1]
-    assert q.rows_valid == len(GOOD) + 1  # plus 00:20
+    assert q.rows_valid == len(GOOD) + 2  # plus 00:20 and 00:15
+    assert q.sorted_by_time and q.rows_out_of_order == 2  # 00:15 and the duplicate 00:01 after 00:12
     write_outputs(result, tmp_path / "out")
     csv = pd.read_csv(tmp_path / "out" / "quarantine.csv", keep_default_na=False)
     assert len(csv) == q.rows_quarantined
