@@ -455,6 +455,9 @@ def print_summary(quality: QualityReport, stream=sys.stdout) -> None:
         f"{q.hours:,} hours ({q.hours_complete:,} complete), {q.first_timestamp} .. {q.last_timestamp}",
         file=stream,
     )
+    print(f"  dates {q.date_order} ({q.date_order_decided_by})", file=stream)
+    if q.sorted_by_time:
+        print(f"  read sorted by time: {q.rows_out_of_order:,} rows came after a later reading", file=stream)
     for why, count in q.quarantine_reasons.items():
         print(f"  quarantined {count:,} x {why}", file=stream)
 
