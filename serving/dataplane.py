@@ -3,8 +3,9 @@
 - ``ServingDataPlane`` (KServe's ``DataPlane``): every client mistake KServe's own code finds becomes a
   ``RequestError`` (a 4xx naming it, one log line), readiness is false with a reason whenever no model
   is loaded or the predictor is not ready, a V2 body without ``Inference-Header-Content-Length`` is
-  JSON whatever its content type (as Triton reads it), V2 answers leave out null fields, and the
-  model metadata names the served version.
+  JSON whatever its content type (as Triton reads it), that header when present is an integer in range
+  (else 400, in JSON mode too), V2 answers leave out null fields, and the model metadata names the
+  served version.
 - ``ModelRepositoryRoutes`` (KServe's ``ModelRepositoryExtension``, behind ``/v2/repository/...``):
   load, unload and index are refused (403) unless ``SE_MODEL_REPOSITORY_ROUTES`` turns them on;
   ``ReloadableModelRepository`` lets a model unloaded that way be loaded again.
@@ -44,6 +45,18 @@ def validation_message(errors: list[dict]) -> str:
     return "request does not match the V2 inference request schema: " + "; ".join(parts)
 
 
+def json_part_length(header: str, body_length: int | None) -> int:
+    """``Inference-Header-Content-Length`` as the JSON part's byte length: ASCII digits, between 1 and the body's
+    length (when known), else a 400 naming the header (``str.isdigit`` alone passes "²", which ``int`` refuses)."""
+    value = header.strip()
+    number = int(value) if value.isascii() and value.isdigit() else 0
+    if number < 1 or (body_length is not None and number > body_length):
+        within = f"the body's {body_length} bytes" if body_length is not None else "the body's length"
+        raise RequestError(f"{INFERENCE_CONTENT_LENGTH_HEADER}: {header[:40]!r} must be the byte length of the "
+                           f"JSON part, an integer between 1 and {within}", reason="bad_header")
+    return number
+
+
 def decode_v2_body(body: bytes, headers: Dict[str, str], model_name: str) -> InferRequest:
     """A V2 request body as KServe's ``InferRequest``: binary tensors after a JSON header when
     ``Inference-Header-Content-Length`` says so, else JSON whatever the content type says."""
@@ -56,11 +69,9 @@ def decode_v2_body(body: bytes, headers: Dict[str, str], model_name: str) -> Inf
                 raise RequestError(f"malformed JSON: {err.errors()[0].get('msg')}", reason="malformed_json") from None
             raise RequestError(validation_message(err.errors()), reason="invalid_request") from None
         return InferRequest.from_inference_request(request, model_name)
-    if not header.strip().isdigit() or not 0 < int(header) <= len(body):
-        raise RequestError(f"{INFERENCE_CONTENT_LENGTH_HEADER}: {header[:40]!r} must be the byte length of the "
-                           f"JSON part, between 1 and the body's {len(body)} bytes", reason="bad_header")
+    length = json_part_length(header, len(body))
     try:
-        return InferRequest.from_bytes(body, int(header), model_name)
+        return InferRequest.from_bytes(body, length, model_name)
     except (KeyError, TypeError, AttributeError, ValueError) as err:  # InvalidInput is a ValueError
         detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)
         raise RequestError(f"binary V2 request: {detail[:300]}", reason="invalid_request") from None
@@ -149,6 +160,11 @@ class ServingDataPlane(DataPlane):
     def decode(self, body, headers, protocol_version: str = "v1", model_name: str = None):
         if isinstance(body, bytes) and protocol_version.lower() == "v2":
             return decode_v2_body(body, headers or {}, model_name), {}
+        header = (headers or {}).get(INFERENCE_CONTENT_LENGTH_HEADER)
+        if header is not None and protocol_version.lower() == "v2":
+            # `Content-Type: application/json`: FastAPI parsed the body already; the header still has to be one
+            length = (headers or {}).get("content-length", "")
+            json_part_length(header, int(length) if length.isascii() and length.isdigit() else None)
         try:
             return super().decode(body, headers, protocol_version, model_name)
         except InvalidInput as err:
