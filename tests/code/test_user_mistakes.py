@@ -75,7 +75,7 @@ CASES = [
     (["train", "--data", R, "--model-dir", "m", "--until", "yesterday"], {}, "--until 'yesterday': not a date"),
     (["train", "--data", R, "--model-dir", "m", "--until", "2006-12-01"], {}, "--until 2006-12-01 leaves 0.0 days"),
     (["train", "--data", R, "--model-dir", "m", "--holdout-weeks", "9"], {}, "--holdout-weeks 9 leaves 0.0 days"),
-    (["train", "--data", R, "--model-dir", "m", "--horizon", "24", "--holdout-weeks", "2"], {}, "leaves 2.3 days"),
+    (["train", "--data", R, "--model-dir", "m", "--horizon", "24", "--holdout-weeks", "2"], {}, "leaves 0.3 days"),
     (["train", "--data", R, "--model-dir", "m", "--until", "2007-01-01", "--holdout-weeks", "1"], {}, "give one"),
     (["train", "--data", R, "--model-dir", "ro/m"], {}, "--model-dir ro/m: cannot write in ro (read-only"),
     (["train", "--data", R, "--model-dir", "a_file"], {}, "--model-dir a_file: is a file"),
