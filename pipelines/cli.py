@@ -14,20 +14,21 @@ from smart_energy.pipelines.recurring_run import COMPILED, DAILY_CRON
 
 BATCH_COMPILED = COMPILED.with_name("batch_scoring_pipeline.yaml")
 FLEET_SPARK_COMPILED = COMPILED.with_name("fleet_spark_pipeline.yaml")
+NEXT_HOUR_COMPILED = COMPILED.with_name("next_hour_pipeline.yaml")
 
 # the shared slice beside a checkout (None for an installed wheel: --data is then required)
 DEFAULT_DATA = CHECKOUT.parent / "shared" / "data" / "household_power_consumption_2006-12_2007-02.txt" if CHECKOUT else None
 
 
-def compile_pipeline(out: str | Path = COMPILED) -> Path:
-    """Write the pipeline's KFP IR YAML (what the KFP UI uploads and the cluster runs)."""
+def compile_pipeline(out: str | Path = COMPILED, next_hour_only: bool = False) -> Path:
+    """Write the training (or the next-hour) pipeline's KFP IR YAML: what the KFP UI uploads and the cluster runs."""
     from kfp import compiler
 
-    from smart_energy.pipelines.training_pipeline import training_pipeline
+    from smart_energy.pipelines.training_pipeline import next_hour_pipeline, training_pipeline
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(training_pipeline, str(out))
+    compiler.Compiler().compile(next_hour_pipeline if next_hour_only else training_pipeline, str(out))
     return out
 
 
@@ -61,8 +62,6 @@ def _params(args: argparse.Namespace) -> dict:
 
 def print_run(run, stream=sys.stdout) -> None:
     """Where a local run's artifacts landed, its metrics, and per model the evaluation table and the deploy request."""
-    from smart_energy.pipelines.local_run import BRANCHES
-
     print(f"\nrun directory: {run.run_dir}", file=stream)
     print(f"  {'task output (logs)':34s} {run.run_dir / 'tasks.log'}", file=stream)
     for name, path in run.artifacts().items():
@@ -71,7 +70,7 @@ def print_run(run, stream=sys.stdout) -> None:
     for task, values in run.metrics.items():
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         print(f"  {task:22s} {shown}", file=stream)
-    for suffix in BRANCHES:  # the next-hour model, then the day-ahead one
+    for suffix in run.branches:  # the next-hour model, then (in the training pipeline) the day-ahead one
         print("\n" + run.read_text(f"evaluate{suffix}", "report"), file=stream)
         decision = run.read_json(f"register{suffix}", "decision")
         print(f"registered {decision['model_name']} {decision['version']} as {decision['stage']}: {decision['reason']}",
@@ -84,22 +83,25 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     if args.action == "compile":
         print(compile_pipeline(args.out))
         if args.out == COMPILED:  # the default: every committed pipeline
+            print(compile_pipeline(NEXT_HOUR_COMPILED, next_hour_only=True))
             print(compile_batch_pipeline())
             print(compile_fleet_spark_pipeline())
         return 0
+    package = NEXT_HOUR_COMPILED if args.next_hour_only else COMPILED
     if args.action == "schedule":
         from smart_energy.pipelines.recurring_run import connect, schedule_daily
 
         if not args.host:
             raise SmartEnergyError("pipeline schedule needs --host (the KFP API, e.g. http://localhost:8888)")
         job = schedule_daily(connect(args.host), _params(args) | ({"data_uri": args.data} if args.data else {}),
-                             cron=args.cron)
+                             cron=args.cron, package=package)
         print(json.dumps({"recurring_run_id": job.recurring_run_id, "cron": args.cron}))
         return 0
     if args.host:
         from smart_energy.pipelines.recurring_run import connect, submit_once
 
-        run = submit_once(connect(args.host), _params(args) | ({"data_uri": args.data} if args.data else {}))
+        run = submit_once(connect(args.host), _params(args) | ({"data_uri": args.data} if args.data else {}),
+                          package=package)
         print(json.dumps({"run_id": run.run_id}))
         return 0
     if not args.local:
@@ -108,7 +110,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
 
     if not (args.data or DEFAULT_DATA):
         raise SmartEnergyError("pipeline run --local needs --data (raw meter readings)")
-    run = run_local(args.data or DEFAULT_DATA, args.pipeline_root, **_params(args))
+    run = run_local(args.data or DEFAULT_DATA, args.pipeline_root, next_hour_only=args.next_hour_only, **_params(args))
     print_run(run)
     return 0
 
@@ -118,13 +120,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pipeline", help="Kubeflow pipeline: compile for the KFP UI, run locally with kfp.local, schedule daily",
         description="compile: write pipelines/compiled/training_pipeline.yaml, and with the default --out also the "
-        "batch-scoring and fleet Spark pipelines beside it (commit them). run --local: run the training pipeline "
-        "here with kfp.local (SubprocessRunner, no Docker) and print where artifacts landed and the metrics; run --host URL: one run on a KFP cluster. schedule --host URL: daily recurring run.",
+        "next-hour, batch-scoring and fleet Spark pipelines beside it (commit them). run --local: run the training "
+        "pipeline here with kfp.local (SubprocessRunner, no Docker) and print where artifacts landed and the metrics; "
+        "run --host URL: one run on a KFP cluster. schedule --host URL: daily recurring run. --next-hour-only: the "
+        "next-hour pipeline instead (the next-hour model alone, as the closed loop retrains).",
     )
     p.add_argument("action", choices=["compile", "run", "schedule"])
     p.add_argument("--out", type=Path, default=COMPILED, help="compile: output YAML (default %(default)s)")
     p.add_argument("--local", action="store_true", help="run: on this machine with kfp.local")
     p.add_argument("--host", help="run/schedule: KFP API endpoint of a cluster")
+    p.add_argument("--next-hour-only", dest="next_hour_only", action="store_true",
+                   help="run/schedule: the next-hour pipeline (the next-hour model alone) instead of both models'")
     p.add_argument("--data", help=f"raw readings, a path or file:// / s3:// URI (local default {DEFAULT_DATA})")
     p.add_argument("--pipeline-root", type=Path, help="run --local: where task outputs go "
                    "(default <SE_ARTIFACT_URI>/pipeline-runs)")

@@ -24,8 +24,16 @@ from smart_energy.components.settings import HOME, Settings, get_settings
 
 # the task names (KFP's): the shared steps, then one branch per model, the day-ahead one suffixed "-2"
 BRANCHES = {"": "energy-forecaster (next hour)", "-2": "energy-forecaster-dayahead (day ahead)"}
-STAGES = ["ingest", "quality-gate", "split-holdout", "materialize-features"] + [
-    f"{step}{suffix}" for suffix in BRANCHES for step in ("train", "evaluate", "register", "deploy-request")]
+
+
+def stages(branches) -> list[str]:
+    """The task names of a training pipeline with these branches (task suffixes), in pipeline order."""
+    return ["ingest", "quality-gate", "split-holdout", "materialize-features"] + [
+        f"{step}{suffix}" for suffix in branches for step in ("train", "evaluate", "register", "deploy-request")]
+
+
+STAGES = stages(BRANCHES)  # training_pipeline's
+NEXT_HOUR_STAGES = stages([""])  # next_hour_pipeline's: the first branch alone
 TASK_LOG = "tasks.log"  # every task's own output, in the run directory
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK_EVENT = re.compile(r"^(?:Executing task '(?P<start>[\w-]+)'|Task '(?P<end>[\w-]+)' finished with status)")
@@ -40,6 +48,7 @@ class LocalRun:
     """Where a local run put its outputs, and what its steps measured."""
 
     run_dir: Path
+    branches: tuple[str, ...] = tuple(BRANCHES)  # the task suffixes of the models it trained
     seconds: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -107,12 +116,14 @@ def _failure_reason(run_dir: Path) -> str:
     return next((line.removeprefix(STOPPED) for line in lines if line.startswith(STOPPED)), "")
 
 
-def run_local(data: str | Path, pipeline_root: str | Path | None = None, **arguments: Any) -> LocalRun:
-    """Run ``training_pipeline`` with kfp.local on the readings at ``data`` (a path or URI).
+def run_local(data: str | Path, pipeline_root: str | Path | None = None, next_hour_only: bool = False,
+              **arguments: Any) -> LocalRun:
+    """Run ``training_pipeline`` (or ``next_hour_pipeline``) with kfp.local on the readings at ``data`` (a path or URI).
 
     Args:
         data: the pipeline's ``data_uri``.
         pipeline_root: where task outputs go (default: ``default_pipeline_root``).
+        next_hour_only: run ``next_hour_pipeline``, which trains the next-hour model alone (the closed loop's).
         arguments: other pipeline parameters (meter_id, hpo_trials, promotion_threshold, ...).
 
     Raises:
@@ -120,34 +131,39 @@ def run_local(data: str | Path, pipeline_root: str | Path | None = None, **argum
     """
     from kfp import local
 
-    from smart_energy.pipelines.training_pipeline import PIPELINE_NAME, training_pipeline
+    from smart_energy.pipelines import training_pipeline as pipelines
 
+    pipeline = pipelines.next_hour_pipeline if next_hour_only else pipelines.training_pipeline
+    name = pipeline.name
+    runs = f"{name}-[0-9]*"  # kfp.local's run folders: <name>-<timestamp> (not the other pipeline's)
     settings = get_settings()
     arguments = {"meter_id": settings.meter_id, "max_quarantine_fraction": settings.max_quarantine_fraction} | arguments
     root = Path(pipeline_root) if pipeline_root else default_pipeline_root(settings)
     root.mkdir(parents=True, exist_ok=True)
     data = str(Path(data).resolve()) if "://" not in str(data) else str(data)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    before = set(root.glob(f"{PIPELINE_NAME}-*"))
+    before = set(root.glob(runs))
     clock = _StageClock(progress=sys.stderr)
     logging.getLogger().addFilter(clock)
     # kfp.local prints every task's own output (its executor input, its logs) on stdout; that goes to a
     # log file beside the run, and the terminal keeps kfp.local's one line per task start and finish.
-    task_log = root / f".{PIPELINE_NAME}-{os.getpid()}-tasks.log"
-    print(f"kfp.local: running {PIPELINE_NAME} on {data} under {root}", file=sys.stderr, flush=True)
+    task_log = root / f".{name}-{os.getpid()}-tasks.log"
+    print(f"kfp.local: running {name} on {data} under {root}", file=sys.stderr, flush=True)
     try:
         with warnings.catch_warnings(), open(task_log, "w") as log, contextlib.redirect_stdout(log):
             # the project image is not named "python"; kfp.local warns about that on every task
             warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
-            training_pipeline(data_uri=data, **arguments)
+            pipeline(data_uri=data, **arguments)
     except RuntimeError as err:
-        new = sorted(set(root.glob(f"{PIPELINE_NAME}-*")) - before)
+        new = sorted(set(root.glob(runs)) - before)
         reason = _failure_reason(new[-1]) if new else ""
         kept = task_log.replace(new[-1] / TASK_LOG) if new else task_log
         raise PipelineRunError(_ANSI.sub("", str(err)) + (f" Reason: {reason}" if reason else "")
                                + f" Task output: {kept}") from None
     finally:
         logging.getLogger().removeFilter(clock)
-    run_dir = sorted(set(root.glob(f"{PIPELINE_NAME}-*")) - before)[-1]
+    run_dir = sorted(set(root.glob(runs)) - before)[-1]
     task_log.replace(run_dir / TASK_LOG)
-    return LocalRun(run_dir=run_dir, seconds=clock.seconds, metrics=_metrics(run_dir))
+    tasks = pipeline.pipeline_spec.root.dag.tasks
+    return LocalRun(run_dir=run_dir, branches=tuple(s for s in BRANCHES if f"register{s}" in tasks),
+                    seconds=clock.seconds, metrics=_metrics(run_dir))

@@ -55,12 +55,14 @@ class LoopError(SmartEnergyError):
 
 
 def pipeline_retrain(holdout_days: int = DEFAULT_HOLDOUT_DAYS) -> Retrain:
-    """Retrain with the training pipeline on kfp.local, as ``pipeline run --local``; returns its register decision."""
+    """Retrain with the next-hour pipeline on kfp.local, as ``pipeline run --local --next-hour-only``; returns its
+    register decision. The loop serves the next-hour model alone, so it never trains the day-ahead one."""
 
     def retrain(raw: Path, run_root: Path, settings: Settings) -> dict[str, Any]:
         from smart_energy.pipelines.local_run import run_local
 
-        run = run_local(raw, pipeline_root=run_root, meter_id=settings.meter_id, holdout_days=holdout_days)
+        run = run_local(raw, pipeline_root=run_root, next_hour_only=True, meter_id=settings.meter_id,
+                        holdout_days=holdout_days)
         return run.read_json("register", "decision") | {"run_dir": str(run.run_dir)}
 
     return retrain

@@ -1,34 +1,44 @@
-"""The committed KFP IR: valid, complete, on the project image, and not stale."""
+"""The committed KFP IR of both training pipelines (both models, and the next-hour one the loop retrains with):
+valid, complete, on the project image, and not stale."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import yaml
 from google.protobuf import json_format
 from kfp import components
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from smart_energy.components.images import IMAGE
-from smart_energy.pipelines.cli import COMPILED, compile_pipeline
-from smart_energy.pipelines.local_run import STAGES
+from smart_energy.pipelines.cli import COMPILED, NEXT_HOUR_COMPILED, compile_pipeline
+from smart_energy.pipelines.local_run import NEXT_HOUR_STAGES, STAGES
 
 PARAMETERS = {"data_uri", "meter_id", "hpo_trials", "promotion_threshold",
               "max_quarantine_fraction", "holdout_days"}
+# (compiled file, pipeline name, its tasks, compile_pipeline's next_hour_only)
+PIPELINES = {"training": (COMPILED, "smart-energy-training", STAGES, False),
+             "next-hour": (NEXT_HOUR_COMPILED, "smart-energy-training-next-hour", NEXT_HOUR_STAGES, True)}
+each_pipeline = pytest.mark.parametrize("pipeline", list(PIPELINES))
 
 
-def _documents() -> list[dict]:
-    return list(yaml.safe_load_all(COMPILED.read_text()))
+def _documents(path: Path = COMPILED) -> list[dict]:
+    return list(yaml.safe_load_all(path.read_text()))
 
 
-def _spec() -> dict:
-    return _documents()[0]
+def _spec(path: Path = COMPILED) -> dict:
+    return _documents(path)[0]
 
 
-def test_every_step_reads_settings_and_credentials_on_the_cluster():
+@each_pipeline
+def test_every_step_reads_settings_and_credentials_on_the_cluster(pipeline):
     """The platform spec (kfp-kubernetes) gives each step the settings ConfigMap, the Secret and the Feast config."""
     from smart_energy.pipelines.training_pipeline import CREDENTIAL_KEYS, SETTINGS_CONFIG_MAP, SETTINGS_KEYS
 
-    platform = _documents()[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert len(platform) == len(STAGES)
+    path, _, stages, _ = PIPELINES[pipeline]
+    platform = _documents(path)[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert len(platform) == len(stages)
     for name, executor in platform.items():
         env_maps = {e["configMapName"]: {k["configMapKey"] for k in e["keyToEnv"]} for e in executor["configMapAsEnv"]}
         assert env_maps[SETTINGS_CONFIG_MAP] == set(SETTINGS_KEYS), name
@@ -49,11 +59,13 @@ def test_settings_config_map_in_manifests_has_exactly_the_keys_the_pipeline_read
     assert set(data) - {"FEAST_S3_ENDPOINT_URL"} <= set(ENV.values())  # Feast's own variable, not ours
 
 
-def test_compiled_yaml_loads_back_with_the_kfp_sdk():
-    pipeline = components.load_component_from_file(str(COMPILED))
-    assert pipeline.name == "smart-energy-training"
-    assert set(pipeline.component_spec.inputs) == PARAMETERS
-    proto = json_format.ParseDict(_spec(), pipeline_spec_pb2.PipelineSpec())  # strict: unknown fields fail
+@each_pipeline
+def test_compiled_yaml_loads_back_with_the_kfp_sdk(pipeline):
+    path, name, _, _ = PIPELINES[pipeline]
+    loaded = components.load_component_from_file(str(path))
+    assert loaded.name == name
+    assert set(loaded.component_spec.inputs) == PARAMETERS
+    proto = json_format.ParseDict(_spec(path), pipeline_spec_pb2.PipelineSpec())  # strict: unknown fields fail
     assert proto.schema_version == "2.1.0"
 
 
@@ -81,9 +93,25 @@ def test_every_stage_is_a_component_and_a_task():
     assert all(not t["cachingOptions"].get("enableCache") for t in tasks.values())
 
 
-def test_executors_run_the_project_image_without_installing_anything():
-    executors = _spec()["deploymentSpec"]["executors"]
-    assert len(executors) == len(STAGES)
+def test_the_next_hour_pipeline_is_the_training_pipeline_without_its_day_ahead_branch():
+    """The same tasks, wired the same way, running the same component code: only the "-2" branch is absent."""
+    full, alone = _spec(), _spec(NEXT_HOUR_COMPILED)
+    tasks = alone["root"]["dag"]["tasks"]
+    day_ahead = {f"{step}-2" for step in ("train", "evaluate", "register", "deploy-request")}
+    assert set(tasks) == set(NEXT_HOUR_STAGES) == set(STAGES) - day_ahead
+    for name, task in tasks.items():
+        assert task == full["root"]["dag"]["tasks"][name], name
+    executors = alone["deploymentSpec"]["executors"]
+    assert executors == {name: full["deploymentSpec"]["executors"][name] for name in executors}
+    assert alone["root"]["inputDefinitions"] == full["root"]["inputDefinitions"]
+    assert not any("triggerPolicy" in t for t in tasks.values())
+
+
+@each_pipeline
+def test_executors_run_the_project_image_without_installing_anything(pipeline):
+    path, _, stages, _ = PIPELINES[pipeline]
+    executors = _spec(path)["deploymentSpec"]["executors"]
+    assert len(executors) == len(stages)
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == IMAGE, name
@@ -91,14 +119,16 @@ def test_executors_run_the_project_image_without_installing_anything():
         assert "from smart_energy.components." in container["command"][-1], name  # a shell over the plain functions
 
 
-def test_committed_yaml_is_not_stale(tmp_path):
-    fresh = compile_pipeline(tmp_path / "training_pipeline.yaml").read_text()
+@each_pipeline
+def test_committed_yaml_is_not_stale(pipeline, tmp_path):
+    path, _, _, next_hour_only = PIPELINES[pipeline]
+    fresh = compile_pipeline(tmp_path / path.name, next_hour_only=next_hour_only).read_text()
 
     def stable(text: str) -> list[str]:  # the SDK version is the only field that differs between machines
         return [line for line in text.splitlines() if not line.startswith("sdkVersion:")]
 
-    assert stable(COMPILED.read_text()) == stable(fresh), (
-        "pipelines/compiled/training_pipeline.yaml is stale: run `smart-energy pipeline compile` and commit it")
+    assert stable(path.read_text()) == stable(fresh), (
+        f"pipelines/compiled/{path.name} is stale: run `smart-energy pipeline compile` and commit it")
 
 
 # --------------------------------------------------------------------------- the fleet's training on Spark
