@@ -31,7 +31,8 @@ def _inputs(args: argparse.Namespace) -> None:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from smart_energy.components.fleet import has_meter_column
-    from smart_energy.components.ingest import ingest_file, print_summary, require_valid_rows, write_outputs
+    from smart_energy.components.ingest import (ingest_file, print_summary, require_readings, require_valid_rows,
+                                                write_outputs)
 
     settings = get_settings()
     preflight.input_path(args.raw)
@@ -51,6 +52,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         print(json.dumps({k: str(v) for k, v in paths.items()}))
         return 0
     result = ingest_file(args.raw, meter_id=args.meter_id, min_minutes=settings.min_minutes_per_hour)
+    require_readings(result)  # a header-only (or all-'?') file has nothing to keep: no output
     paths = write_outputs(result, args.out)  # the quarantine is kept even when nothing was valid
     print_summary(result.quality, stream=sys.stderr)
     require_valid_rows(result, args.out)
