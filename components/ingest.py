@@ -382,6 +382,10 @@ def write_atomically(out_dir: str | Path, writers: dict[str, tuple[str, Callable
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, _ in writers.values():
             os.replace(staging / name, out_dir / name)
+    except OSError as err:
+        if err.filename is None:  # a writer that names no file (pyarrow on a full disk): name the output
+            raise OSError(err.errno, err.strerror, str(out_dir)) from None
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {key: out_dir / name for key, (name, _) in writers.items()}
