@@ -4,7 +4,10 @@ Online request/response is not how a utility's forecasts for 10^5 meters should 
 benchmark fell over at 1,000 req/s). Here the data's features are published to Feast (offline parquet, online
 store materialised to the data's end), the online rows of all meters are read in chunks, and one booster call
 per chunk forecasts them: the next hour, or for a day-ahead model each of the next 24 hours (P10/P50/P90,
-calibrated with the model's stored ``conformal_kw``).
+calibrated with the model's stored ``conformal_kw``). The rows become the model's input as in the servers
+(``online_rows``: one NaN policy), and a stale meter gets its weekly profile instead of the model's forecast,
+flagged in the columns ``fallback`` (``"profile"``, or ``"none"`` with no usable history: no forecast),
+``fallback_reason`` and ``stale_hours``.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ def batch_predict(model_dir: str | Path, data: str | Path, out: str | Path, sett
     after one task published the features).
 
     Returns:
-        ``meters``, ``rows``, ``seconds`` (total and by step), ``horizon_hours``, ``model_version``, ``out``.
+        ``meters``, ``rows``, ``seconds`` (total and by step), ``horizon_hours``, ``fallbacks`` (meters answered by
+        their profile, and with none), ``model_version``, ``out``.
     """
-    from smart_energy.components.feast_store import online_features, open_feature_store, publish
+    from smart_energy.components.feast_store import online_features, online_profiles, open_feature_store, publish
     from smart_energy.components.ingest import load_hourly
+    from smart_energy.components.online_rows import NONE, PROFILE, model_input, next_hour_kw, plan, profile_forecast
     from smart_energy.components.registry import load_booster
 
     settings = settings or get_settings()
@@ -59,22 +64,33 @@ def batch_predict(model_dir: str | Path, data: str | Path, out: str | Path, sett
     seconds["online_read"] = time.perf_counter() - t
     # the online row of a meter is for the hour after its last reading
     origin = (hourly.groupby("meter_id")["timestamp"].max() + pd.Timedelta(hours=1)).rename("event_timestamp")
-    rows = rows.merge(origin, left_on="meter_id", right_index=True)
+    rows = rows.merge(origin, left_on="meter_id", right_index=True).reset_index(drop=True)
     t = time.perf_counter()
+    matrix = model_input(rows, origin_features, np.float64)  # Feast's None (an incomplete hour) is NaN
+    ids = rows["meter_id"].astype(str).tolist()
+    plan_ = plan(matrix, origin_features, list(rows["event_timestamp"]), [None] * len(rows),
+                 settings.stale_after_hours, lambda idx: online_profiles(store, [ids[i] for i in idx]))
+    flags = pd.DataFrame({"meter_id": ids, "fallback": pd.Series(plan_.fallback, dtype=object),
+                          "fallback_reason": pd.Series(plan_.detail, dtype=object),
+                          "stale_hours": pd.array(plan_.stale_hours, dtype="Int64")})
     if metadata.get("horizon_hours") == 24:
         from smart_energy.components.dayahead import OUTPUTS, calibrate, expand_leads, raw_quantiles
 
-        pairs = expand_leads(rows)
+        pairs = expand_leads(rows.assign(**dict(zip(origin_features, matrix.T))))
         q = calibrate(raw_quantiles(booster, pairs), metadata["conformal_kw"])
+        lead_rows = np.tile(np.arange(len(rows)), len(pairs) // max(len(rows), 1))  # expand_leads: lead by lead
+        for row, profile in plan_.profiles.items():  # a point forecast: P10 = P50 = P90
+            q[lead_rows == row] = profile_forecast(profile, pairs["target_timestamp"][lead_rows == row])[:, None]
+        q[np.isin(lead_rows, np.flatnonzero(plan_.rows(NONE)))] = np.nan
         result = pd.DataFrame({"meter_id": pairs["meter_id"], "origin": pairs["event_timestamp"],
                                "timestamp": pairs["target_timestamp"], **{n: q[:, i] for i, n in enumerate(OUTPUTS)}})
-        result = result.sort_values(["meter_id", "timestamp"], ignore_index=True)
+        result = result.merge(flags, on="meter_id").sort_values(["meter_id", "timestamp"], ignore_index=True)
     else:
-        from smart_energy.components.evaluate import predict
-
-        kw = predict(booster, rows, list(metadata["features"]))
+        kw = next_hour_kw(booster, model_input(rows, list(metadata["features"])))
+        kw = np.where(plan_.rows(PROFILE), plan_.kw, np.where(plan_.rows(NONE), np.nan, kw))
         result = pd.DataFrame({"meter_id": rows["meter_id"], "origin": rows["event_timestamp"],
-                               "timestamp": rows["event_timestamp"], "forecast_kw": np.asarray(kw, dtype=float)})
+                               "timestamp": rows["event_timestamp"], "forecast_kw": kw})
+        result = pd.concat([result, flags.drop(columns="meter_id")], axis=1)
     seconds["predict"] = time.perf_counter() - t
     result["model_version"] = metadata["version"]
     out = Path(out)
@@ -82,5 +98,6 @@ def batch_predict(model_dir: str | Path, data: str | Path, out: str | Path, sett
     result.to_parquet(out, index=False)
     seconds["total"] = time.perf_counter() - started
     return {"meters": len(meters), "rows": int(len(result)), "horizon_hours": metadata.get("horizon_hours", 1),
+            "fallbacks": {kind: int(plan_.rows(kind).sum()) for kind in (PROFILE, NONE)},
             "model_version": metadata["version"], "out": str(out),
             "seconds": {k: round(v, 3) for k, v in seconds.items()}}

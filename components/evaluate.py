@@ -61,7 +61,46 @@ def scoring_frame(data: pd.DataFrame, history: pd.DataFrame | None = None,
 
 
 def predict(booster: xgb.Booster, frame: pd.DataFrame, features: list[str] = FEATURES) -> np.ndarray:
-    return booster.predict(xgb.DMatrix(frame[features], feature_names=features))
+    """The model's next-hour kW for the rows of ``frame``: the servers' NaN policy and clipping at 0
+    (``online_rows.model_input``, ``online_rows.next_hour_kw``)."""
+    from smart_energy.components.online_rows import model_input, next_hour_kw
+
+    return next_hour_kw(booster, model_input(frame, features))
+
+
+def split_fallback_hours(frame: pd.DataFrame, features: list[str], hourly: pd.DataFrame,
+                         settings: Settings | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scored hours the model answers, and those the servers answer with a stale meter's profile instead
+    (``online_rows.plan``; the profile of the readings before the hour), with ``fallback_kw`` and ``fallback_reason``.
+    """
+    from smart_energy.components.online_rows import PROFILE, model_input, plan, profile_at
+
+    settings = settings or get_settings()
+    meters = frame["meter_id"].astype(str).tolist()
+    hours = list(frame["event_timestamp"])
+    parts: dict[str, pd.DataFrame] = {}
+
+    def profiles(rows: list[int]) -> list:
+        for meter in {meters[i] for i in rows} - set(parts):
+            parts[meter] = hourly[hourly["meter_id"].astype(str) == meter].sort_values("timestamp")
+        return [profile_at(parts[meters[i]], hours[i]) for i in rows]
+
+    answer = plan(model_input(frame, features), features, hours, [None] * len(frame), settings.stale_after_hours,
+                  profiles)
+    profiled = answer.rows(PROFILE)  # a scored hour's hour before is complete: a profile always exists
+    fallback = frame[profiled].assign(fallback_kw=np.asarray(answer.kw)[profiled],
+                                      fallback_reason=[r for r, p in zip(answer.reason, profiled) if p])
+    return frame[~profiled].reset_index(drop=True), fallback.reset_index(drop=True)
+
+
+def fallback_scores(fallback: pd.DataFrame) -> dict[str, Any]:
+    """The fallback hours, counted apart from the model's: how many, by reason, and their MAE beside persistence's."""
+    if fallback.empty:
+        return {"hours": 0}
+    actual = fallback["target_kw"].to_numpy()
+    return {"hours": int(len(fallback)), "by_reason": fallback["fallback_reason"].value_counts().to_dict(),
+            "mae_kw": scores(actual, fallback["fallback_kw"].to_numpy())["mae_kw"],
+            "persistence_mae_kw": scores(actual, fallback["usage_lag_1h"].to_numpy())["mae_kw"]}
 
 
 def score_frame(frame: pd.DataFrame, predicted: np.ndarray) -> dict[str, Any]:
@@ -145,8 +184,14 @@ def evaluate(model_dir: str | Path, data: str | Path, history: str | Path | None
     data_hourly, history_hourly = last_weeks_split(load_hourly(data), load_hourly(history) if history else None,
                                                    last_weeks)
     frame, skipped = scoring_frame(data_hourly, history_hourly, settings)
+    frame, fallback = split_fallback_hours(frame, metadata["features"], with_history(data_hourly, history_hourly),
+                                           settings)
+    if frame.empty:
+        raise SmartEnergyError(f"no hour the model answers: all {len(fallback)} scorable hours are stale meters' "
+                               f"profile fallbacks (most usage lags missing)")
     predicted = predict(booster, frame, metadata["features"])
     result = score_frame(frame, predicted)
+    result["fallback"] = fallback_scores(fallback)
     result["hours_skipped"] = skipped
     if frame["meter_id"].nunique() > 1:
         result |= per_meter(frame, predicted)

@@ -28,6 +28,11 @@ from smart_energy.components.settings import PACKAGED_FEATURE_REPO, Settings, ge
 
 FEATURE_SERVICE = "forecast_features_v1"
 PUSH_SOURCE = "hourly_usage_push_source"
+# the stale-meter fallback: one row per meter (components/online_rows.py), in a parquet beside the features'
+PROFILE_VIEW = "meter_profile_fv"
+PROFILE_SERVICE = "meter_profile_v1"
+PROFILE_PUSH_SOURCE = "meter_profile_push_source"
+PROFILE_FILE = "meter_profile.parquet"
 # Feast's DuckDB offline store (bounded-memory point-in-time joins), reading s3:// through fsspec.
 OFFLINE_STORE = "smart_energy.components.feast_offline.SmartEnergyDuckDBOfflineStore"
 
@@ -99,25 +104,45 @@ def copy_feature_repo(dest: str | Path) -> Path:
     return dest
 
 
+def profile_source_path(settings: Settings) -> str:
+    """The profile source: ``PROFILE_FILE`` in the folder (or ``s3://`` prefix) of ``SE_FEATURE_SOURCE``."""
+    return f"{settings.feature_source_path.rsplit('/', 1)[0]}/{PROFILE_FILE}"
+
+
 def definitions(settings: Settings) -> list:
-    """The Feast objects declared in ``feature_repo/feature_definitions.py``."""
-    from feast import Entity, FeatureService, FeatureView, FileSource, PushSource
+    """The Feast objects declared in ``feature_repo/feature_definitions.py``.
+
+    A repo seeded by an older version (before ``meter_profile_fv``) gets the packaged profile view, source and
+    service beside its own objects, so its stale meters get the profile fallback too.
+    """
+    from feast import FileSource, PushSource
 
     path = Path(settings.feature_repo) / "feature_definitions.py"
     if not path.is_file():  # a config-only repo (the cluster's ConfigMap): the definitions ship with the code
         path = PACKAGED_FEATURE_REPO / "feature_definitions.py"
+    objects = _definitions_in(path, settings)
+    names = {o.name for o in objects}
+    if PROFILE_VIEW not in names:
+        objects += [o for o in _definitions_in(PACKAGED_FEATURE_REPO / "feature_definitions.py", settings)
+                    if o.name in (PROFILE_VIEW, PROFILE_SERVICE, PROFILE_PUSH_SOURCE)]
+    paths = {PUSH_SOURCE: settings.feature_source_path, PROFILE_PUSH_SOURCE: profile_source_path(settings)}
+    for push_source in (o for o in objects if isinstance(o, PushSource)):
+        if isinstance(push_source.batch_source, FileSource):  # a repo seeded by an older version reads no settings
+            push_source.batch_source.file_options.uri = paths.get(push_source.name, settings.feature_source_path)
+            push_source.batch_source.file_options.s3_endpoint_override = settings.s3_endpoint_url
+    return objects
+
+
+def _definitions_in(path: Path, settings: Settings) -> list:
+    from feast import Entity, FeatureService, FeatureView, PushSource
+
     spec = importlib.util.spec_from_file_location("smart_energy_feature_definitions", path)
     module = importlib.util.module_from_spec(spec)
     # The file reads the process's settings (as `feast apply` would); ours may differ (a scratch store, a test).
     module.SMART_ENERGY_SETTINGS = settings
     spec.loader.exec_module(module)
     kinds = (Entity, FeatureView, FeatureService, PushSource)
-    objects = [v for v in vars(module).values() if isinstance(v, kinds)]
-    for push_source in (o for o in objects if isinstance(o, PushSource)):
-        if isinstance(push_source.batch_source, FileSource):  # a repo seeded by an older version reads no settings
-            push_source.batch_source.file_options.uri = settings.feature_source_path
-            push_source.batch_source.file_options.s3_endpoint_override = settings.s3_endpoint_url
-    return objects
+    return [v for v in vars(module).values() if isinstance(v, kinds)]
 
 
 @contextlib.contextmanager
@@ -146,7 +171,67 @@ def apply(store, settings: Settings) -> None:
     for view in store.list_feature_views():
         if isinstance(view.batch_source, FileSource) and view.batch_source.file_format is None:
             store.delete_feature_view(view.name)
-    store.apply(definitions(settings))
+    objects = definitions(settings)
+    if any(getattr(o, "name", None) == PROFILE_VIEW for o in objects):
+        ensure_profile_source(settings)
+    store.apply(objects)
+
+
+PROFILE_SCHEMA = None  # the profile parquet's arrow schema (``_profile_schema``), built on first use
+
+
+def _profile_schema():
+    import pyarrow as pa
+
+    global PROFILE_SCHEMA
+    if PROFILE_SCHEMA is None:
+        # microseconds: Spark (SE_ENGINE=spark materialises it too) reads no nanosecond timestamps
+        PROFILE_SCHEMA = pa.schema([("meter_id", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                                    ("created", pa.timestamp("us", tz="UTC")), ("last_complete_hour", pa.int64()),
+                                    ("profile_kw", pa.list_(pa.float64()))])
+    return PROFILE_SCHEMA
+
+
+def write_profiles(profiles: pd.DataFrame, settings: Settings) -> str:
+    """Write ``online_rows.weekly_profile`` rows to the profile source, replacing the rows of their meters (a local
+    file; an ``s3://`` one is rewritten whole, as the features are)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = profile_source_path(settings)
+    if "://" not in path and Path(path).is_file():
+        old = pd.read_parquet(path)
+        profiles = pd.concat([old[~old["meter_id"].isin(profiles["meter_id"])], profiles], ignore_index=True)
+    table = pa.Table.from_pandas(profiles[_profile_schema().names], schema=_profile_schema(), preserve_index=False)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue().to_pybytes()
+    if "://" in path:
+        from smart_energy.components.storage import open_store
+
+        head, name = path.rsplit("/", 1)
+        open_store(head, settings).put_bytes(name, data)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def ensure_profile_source(settings: Settings) -> None:
+    """An empty profile source when there is none yet, so that materialising every view (Spark's publish, ``feast
+    materialize``) finds it."""
+    path = profile_source_path(settings)
+    if "://" in path:
+        from smart_energy.components.storage import open_store
+
+        head, name = path.rsplit("/", 1)
+        if open_store(head, settings).exists(name):
+            return
+    elif Path(path).is_file():
+        return
+    write_profiles(_profile_schema().empty_table().to_pandas(), settings)
 
 
 def publish(hourly: pd.DataFrame, store, settings: Settings, materialize: bool = True) -> pd.DataFrame:
@@ -156,6 +241,10 @@ def publish(hourly: pd.DataFrame, store, settings: Settings, materialize: bool =
     Materialisation runs over the data's own range (``materialize(start, end)``), not
     ``materialize_incremental``, which backfills only one TTL before *now*.
     """
+    from smart_energy.components.online_rows import weekly_profile
+
+    if isinstance(hourly, pd.DataFrame):  # (Spark's training publishes a Spark frame: it serves no one)
+        write_profiles(weekly_profile(hourly), settings)
     if settings.engine == "spark":
         from smart_energy.components import spark_engine
 
@@ -218,16 +307,43 @@ def online_features(store, meter_ids: list[str], features: list[str] | None = No
     return rows[["meter_id", *features]]
 
 
+def online_profiles(store, meter_ids: list[str], chunk: int = 5000) -> list:
+    """Each meter's published profile (``online_rows.MeterProfile``), None where there is none (or the repo's
+    definitions predate the profile view)."""
+    from feast.errors import FeatureServiceNotFoundException
+
+    from smart_energy.components.online_rows import PROFILE_COLUMNS, MeterProfile
+
+    try:
+        service = store.get_feature_service(PROFILE_SERVICE)
+    except FeatureServiceNotFoundException:
+        return [None] * len(meter_ids)
+    out = []
+    for i in range(0, len(meter_ids), chunk):
+        rows = store.get_online_features(features=service, entity_rows=[{"meter_id": m} for m in
+                                                                        meter_ids[i:i + chunk]]).to_dict()
+        out += [MeterProfile.from_feast(None if last is None else int(last), kw)
+                for last, kw in zip(*(rows[c] for c in PROFILE_COLUMNS))]
+    return out
+
+
 def push(store, hourly: pd.DataFrame, offline: bool = True) -> pd.DataFrame:
-    """Push the newest feature row of each meter in ``hourly``: online, and (``offline``) offline for a local source.
+    """Push the newest feature row of each meter in ``hourly``: online, and (``offline``) offline for a local source;
+    and each meter's profile row (online only: the next publish rewrites the profile source).
 
     Feast 0.47 cannot append to an ``s3://`` FileSource (its offline write joins the URI onto the repo
     path); there the offline parquet is rebuilt by the next `features build` / pipeline run instead.
+    ``hourly`` should reach ``online_rows.PROFILE_WEEKS`` weeks back for a whole profile.
     """
     from feast.data_source import PushMode
+
+    from smart_energy.components.online_rows import weekly_profile
 
     features = build_feature_frame(hourly)
     latest = features.sort_values("event_timestamp").groupby("meter_id").tail(1).reset_index(drop=True)
     remote = "://" in store.get_data_source("hourly_usage_source").path
     store.push(PUSH_SOURCE, latest, to=PushMode.ONLINE if remote or not offline else PushMode.ONLINE_AND_OFFLINE)
+    profiles = weekly_profile(hourly)
+    if len(profiles):  # (a repo whose definitions predate the profile has no view on this source: nothing happens)
+        store.push(PROFILE_PUSH_SOURCE, profiles, to=PushMode.ONLINE)
     return latest

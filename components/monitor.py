@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from smart_energy.components.drift import verdict
-from smart_energy.components.evaluate import BASELINES, last_weeks_split, predict, scoring_frame
+from smart_energy.components.evaluate import (BASELINES, fallback_scores, last_weeks_split, predict, scoring_frame,
+                                              split_fallback_hours)
 from smart_energy.components.features import find_gaps, with_history
 from smart_energy.components.ingest import ingest_file, load_hourly
 from smart_energy.components.registry import load_booster, load_drift_detector
@@ -80,6 +81,8 @@ def build_report(data: str | Path, model_dir: str | Path, history: str | Path | 
 
     frame, skipped = scoring_frame(hourly, history_hourly, settings)
     features = metadata["features"]
+    # a stale meter's hours are the profile's, not the model's: counted apart (as evaluate and the servers do)
+    frame, fallback = split_fallback_hours(frame, features, with_history(hourly, history_hourly), settings)
     watched = (metadata.get("drift") or {}).get("features") or features  # older models watched every feature
     frame = frame.assign(forecast_kw=predict(booster, frame, features))
     span_days = (frame["event_timestamp"].max() - frame["event_timestamp"].min()).days
@@ -100,6 +103,7 @@ def build_report(data: str | Path, model_dir: str | Path, history: str | Path | 
                             **{b: e[same].groupby(hour[same]).mean() for b, e in base_err.items()}})
     performance = {
         "model_version": metadata["version"], "hours_scored": int(same.sum()), "hours_skipped": skipped,
+        **{f"fallback_{k}": v for k, v in fallback_scores(fallback).items()},
         "mae_kw": float(err[same].mean()), **{f"{b}_mae_kw": float(e[same].mean()) for b, e in base_err.items()},
         "mae_by_week": {w: {k: float(v) for k, v in row.items()} for w, row in by_week.iterrows()},
         "mae_by_hour_of_day": {int(h): {k: float(v) for k, v in row.items()} for h, row in by_hour.iterrows()},
@@ -295,7 +299,7 @@ drifted when at least {d['share']:.0%} of the {len(d['features'])} features did:
 <ul>{drifted}</ul>{img('drift')}
 <h2>Model performance</h2>
 <p><span data-key="performance.hours_scored" data-value="{p['hours_scored']}">{p['hours_scored']:,}</span>
-hours scored, model and baselines on the same hours.</p>
+hours scored, model and baselines on the same hours{fallback_html(p)}.</p>
 <table><tr><th>forecast</th><th>MAE kW</th></tr>{maes}</table>
 {img('forecast')}{img('by_week')}{img('by_hour')}
 {dayahead_html(report, img, num)}
@@ -303,6 +307,17 @@ hours scored, model and baselines on the same hours.</p>
 for (const i of document.images) i.dataset.width = i.complete ? i.naturalWidth : -1;</script>
 </body></html>
 """
+
+
+def fallback_html(performance: dict[str, Any]) -> str:
+    """The hours a stale meter's profile answered, apart from the model's (empty when there were none)."""
+    hours = performance.get("fallback_hours", 0)
+    if not hours:
+        return ""
+    mae, persistence = performance["fallback_mae_kw"], performance["fallback_persistence_mae_kw"]
+    return (f'; <span data-key="performance.fallback_hours" data-value="{hours}">{hours:,}</span> more hours were '
+            f'a stale meter\'s, answered by its weekly profile (MAE <span data-key="performance.fallback_mae_kw" '
+            f'data-value="{mae!r}">{mae:.3f}</span> kW, persistence {persistence:.3f}) and are not counted above')
 
 
 def dayahead_html(report: dict[str, Any], img, num) -> str:

@@ -54,6 +54,8 @@ class Batch:
     hours: list[datetime | None] = field(default_factory=list)
     matrix: np.ndarray | None = None
     event_hours: list[datetime | None] = field(default_factory=list)  # the online rows' hours (entity rows)
+    forecast_hours: list[datetime | None] = field(default_factory=list)  # the hours answered (entity rows)
+    plan: Any = None  # online_rows.Plan of entity rows: the model's rows and the stale meters' fallbacks
 
     def __len__(self) -> int:
         return len(self.meter_ids) if self.kind == "entity" else int(self.matrix.shape[0])
@@ -315,5 +317,8 @@ def _text(value: Any) -> Any:
 
 
 def forecast(booster: Any, matrix: np.ndarray) -> np.ndarray:
-    """Next-hour kW per row; ``inplace_predict`` gives the numbers of ``booster.predict(DMatrix(matrix))``."""
-    return booster.inplace_predict(np.ascontiguousarray(matrix, dtype=np.float32)).astype(np.float64).ravel()
+    """Next-hour kW per row, never below 0 (``online_rows.next_hour_kw``: the numbers of
+    ``booster.predict(DMatrix(matrix))`` otherwise)."""
+    from smart_energy.components.online_rows import next_hour_kw
+
+    return next_hour_kw(booster, matrix)

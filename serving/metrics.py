@@ -33,3 +33,6 @@ FORECAST_MAE = Gauge("se_forecast_mae_kw", "MAE (kW) of this version's next-hour
 BASELINE_MAE = Gauge("se_baseline_mae_kw", "MAE (kW) of a naive forecast on the same hours as se_forecast_mae_kw",
                      ["baseline"])
 FORECAST_SCORED_HOURS = Gauge("se_forecast_scored_hours", "Hours behind se_forecast_mae_kw", ["model_version"])
+FALLBACKS = Counter("se_fallback_forecasts", "Forecasts answered by a stale meter's weekly profile instead of the "
+                    "model, by reason (meter_silent: no complete reading for SE_STALE_AFTER_HOURS; lags_missing: most "
+                    "usage lags missing)", ["reason"])

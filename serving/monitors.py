@@ -35,10 +35,11 @@ class ForecastErrorTracker:
         self._lock = threading.Lock()
 
     def record(self, meter_ids: Sequence[str], hours: Sequence[datetime | None], matrix: np.ndarray,
-               forecasts: Sequence[float]) -> None:
-        """Score earlier forecasts whose actual this batch reveals, then remember this batch's forecasts."""
+               forecasts: Sequence[float], remember: Sequence[bool] | None = None) -> None:
+        """Score earlier forecasts whose actual this batch reveals, then remember this batch's forecasts (those
+        ``remember`` marks: a stale meter's profile fallback is not the model's forecast)."""
         with self._lock:
-            for meter, hour, row, kw in zip(meter_ids, hours, matrix, forecasts):
+            for i, (meter, hour, row, kw) in enumerate(zip(meter_ids, hours, matrix, forecasts)):
                 if hour is None:
                     continue
                 earlier = self._pending.pop((meter, hour - timedelta(hours=1)), None)
@@ -46,6 +47,8 @@ class ForecastErrorTracker:
                 if earlier is not None and not (math.isnan(actual) or math.isnan(persistence)):
                     self._model.append(abs(earlier - actual))
                     self._persistence.append(abs(persistence - actual))
+                if remember is not None and not remember[i]:
+                    continue
                 if len(self._pending) >= self.max_pending:  # meters that never came back
                     self._pending.pop(next(iter(self._pending)))
                 self._pending[(meter, hour)] = float(kw)

@@ -10,9 +10,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from smart_energy.components.errors import SmartEnergyError
+from smart_energy.components.feast_store import PROFILE_VIEW
+from smart_energy.components.online_rows import PROFILE, PROFILE_COLUMNS, MeterProfile, feast_value, model_input
 from smart_energy.serving.logic import RequestError
 
 FEATURE_VIEW_REFRESH_SECONDS = 300.0
+
+
+def _utc(hour: datetime | None) -> datetime | None:
+    return hour.replace(tzinfo=timezone.utc) if hour is not None and hour.tzinfo is None else hour
 
 
 class OnlineFeatureReader:
@@ -22,7 +28,8 @@ class OnlineFeatureReader:
     references resolved and converted to and from protos on every call); this resolves the service's views
     once (and again every ``FEATURE_VIEW_REFRESH_SECONDS``) and reads through the provider Feast's public
     ``get_provider(config)`` builds for the same repo config (the provider the store itself uses), with the
-    same entity-key encoding, so the features are Feast's, at ~0.1 ms.
+    same entity-key encoding, so the features are Feast's, at ~0.1 ms. The meters' profiles (the stale-meter
+    fallback, ``meter_profile_fv``) are read apart, only for the rows that need them.
     """
 
     def __init__(self, store: Any, service_name: str, features: Sequence[str]):
@@ -32,62 +39,76 @@ class OnlineFeatureReader:
         self.provider = get_provider(store.config)
         self.service_name = service_name
         self.features = list(features)
-        self._views: list[tuple[Any, list[int], list[str]]] = []
+        self._views: list[tuple[Any, list[str]]] = []
+        self._profile_view: Any = None
         self._resolved_at = -math.inf
 
     def _resolve(self) -> None:
+        from feast.errors import FeatureViewNotFoundException
+
         service = self.store.get_feature_service(self.service_name)
-        index = {name: i for i, name in enumerate(self.features)}
+        wanted = set(self.features)
         views, seen = [], set()
         for projection in service.feature_view_projections:
             view = self.store.get_feature_view(projection.name)
-            names = [f.name for f in projection.features if f.name in index]
-            views.append((view, [index[n] for n in names], names))
+            names = [f.name for f in projection.features if f.name in wanted]
+            views.append((view, names))
             seen.update(names)
         missing = [f for f in self.features if f not in seen]
         if missing:
             raise SmartEnergyError(f"feature service {self.service_name} lacks model feature(s) {', '.join(missing)}")
+        try:
+            self._profile_view = self.store.get_feature_view(PROFILE_VIEW)
+        except FeatureViewNotFoundException:  # a repo whose definitions predate the profile: no fallback
+            self._profile_view = None
         self._views = views
         self._resolved_at = time.monotonic()
 
-    def read(self, meter_ids: Sequence[str], hours: Sequence[datetime | None] | None = None,
-             event_hours_out: list | None = None) -> np.ndarray:
-        """Feature matrix in model order; unknown or stale meters raise ``RequestError`` (404 / 422).
-
-        ``event_hours_out``, when given, receives each row's hour (the hour its features forecast).
-        """
+    def _keys(self, meter_ids: Sequence[str]) -> list:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
+        return [EntityKey(join_keys=["meter_id"], entity_values=[Value(string_val=m)]) for m in meter_ids]
+
+    def read(self, meter_ids: Sequence[str]) -> tuple[np.ndarray, list[datetime | None]]:
+        """The model input of each meter's online row (``online_rows.model_input``: missing values NaN, float64 for
+        the monitors) and the hour each row is for; an unknown meter raises ``RequestError`` (404)."""
         if time.monotonic() - self._resolved_at > FEATURE_VIEW_REFRESH_SECONDS:
             self._resolve()
-        keys = [EntityKey(join_keys=["meter_id"], entity_values=[Value(string_val=m)]) for m in meter_ids]
-        provider = self.provider
-        matrix = np.full((len(meter_ids), len(self.features)), np.nan)
+        keys = self._keys(meter_ids)
+        records: list[dict[str, Any]] = [{} for _ in meter_ids]
         event_hours: list[datetime | None] = [None] * len(meter_ids)
-        for view, columns, names in self._views:
-            for row, (event_ts, values) in enumerate(provider.online_read(self.store.config, view, keys, names)):
+        for view, names in self._views:
+            for row, (event_ts, values) in enumerate(self.provider.online_read(self.store.config, view, keys, names)):
                 if values is None:
                     raise RequestError(f"no online features for meter {meter_ids[row]!r} in {view.name} (unknown "
                                        f"meter, or its features were never materialised)",
                                        status=404, reason="unknown_meter")
-                for col, name in zip(columns, names):
-                    proto = values.get(name)
-                    kind = proto.WhichOneof("val") if proto is not None else None
-                    if kind is not None:
-                        matrix[row, col] = float(getattr(proto, kind))
+                record = records[row]
+                for name in names:
+                    record[name] = feast_value(values.get(name))
                 if event_ts is not None:
                     event_hours[row] = max(event_hours[row] or event_ts, event_ts)
-        for row, wanted in enumerate(hours or []):
-            have = event_hours[row]
-            have = have.replace(tzinfo=timezone.utc) if have is not None and have.tzinfo is None else have
-            if wanted is not None and have != wanted:
-                raise RequestError(
-                    f"online features for meter {meter_ids[row]!r} are for hour "
-                    f"{have.isoformat() if have else 'unknown'}, not the requested {wanted.isoformat()}; "
-                    f"the online store holds the latest hour only (push or materialise newer readings)",
-                    status=422, reason="stale_features")
-        if event_hours_out is not None:
-            event_hours_out[:] = [h.replace(tzinfo=timezone.utc) if h is not None and h.tzinfo is None else h
-                                  for h in event_hours]
-        return matrix
+        return model_input(records, self.features, np.float64), [_utc(h) for h in event_hours]
+
+    def profiles(self, meter_ids: Sequence[str]) -> list[MeterProfile | None]:
+        """Each meter's published profile and last complete hour; None where there is none."""
+        if self._profile_view is None:
+            return [None] * len(meter_ids)
+        rows = self.provider.online_read(self.store.config, self._profile_view, self._keys(meter_ids), PROFILE_COLUMNS)
+        return [None if values is None else
+                MeterProfile.from_feast(*(feast_value(values.get(c)) for c in PROFILE_COLUMNS)) for _, values in rows]
+
+
+def check_hours(meter_ids: Sequence[str], wanted: Sequence[datetime | None], have: Sequence[datetime | None],
+                fallback: Sequence[str | None]) -> None:
+    """Each row must be for the hour asked, or be a later hour the profile answers (the meter went stale after its
+    row); otherwise ``RequestError`` 422: the store holds the latest hour of each meter only."""
+    for row, (asked, hour) in enumerate(zip(wanted, have)):
+        if asked is None or hour == asked or (hour is not None and asked > hour and fallback[row] == PROFILE):
+            continue
+        raise RequestError(
+            f"online features for meter {meter_ids[row]!r} are for hour "
+            f"{hour.isoformat() if hour else 'unknown'}, not the requested {asked.isoformat()}; "
+            f"the online store holds the latest hour only (push or materialise newer readings)",
+            status=422, reason="stale_features")

@@ -35,10 +35,13 @@ from smart_energy.components import registry
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.features import FEATURES, usable_usage
 from smart_energy.components.ingest import ingest_file, require_valid_rows, split_raw_file
+from smart_energy.components.online_rows import PROFILE_HOURS, MeterProfile, Planner, model_input, weekly_profile
 from smart_energy.components.rollout_policy import Thresholds, VersionMetrics, decide, parse_steps
 from smart_energy.components.settings import Settings
 
-TAIL_HOURS = 24 * 14 + 2  # enough past hours for every lag and window of the next hour's feature row
+# enough past hours for every lag and window of the next hour's feature row, and for the weekly profile of a meter
+# silent for up to a week
+TAIL_HOURS = PROFILE_HOURS + 24 * 7 + 2
 MIN_ERROR_HOURS = 48  # the error trigger needs this many scored hours of the serving model
 DEFAULT_CANARY_HOLD_HOURS = 24
 DEFAULT_HOLDOUT_DAYS = 3  # the retraining pipeline scores on 3 days; the canary then judges on live hours
@@ -97,20 +100,22 @@ class Deployment:
     servers: Any  # serving.client.LocalServers
     session: requests.Session = field(default_factory=requests.Session)
 
-    def forecast(self, meter_id: str, hour: pd.Timestamp) -> tuple[float | None, float, str | None, str]:
-        """(kW or None, seconds, version that answered, error text) for ``meter_id``'s hour ``hour``."""
+    def forecast(self, meter_id: str, hour: pd.Timestamp) -> tuple[float | None, float, str | None, str, str | None]:
+        """(kW or None, seconds, version that answered, error text, fallback) for ``meter_id``'s hour ``hour``;
+        fallback is the reason a stale meter's profile answered instead of the model (None: the model did)."""
         body = {"instances": [{"meter_id": meter_id, "timestamp": hour.isoformat()}]}
         start = time.perf_counter()
         try:
             resp = self.session.post(f"{self.servers.url}/v1/models/{self.servers.model_name}:predict", json=body,
                                      timeout=REQUEST_TIMEOUT_SECONDS)
         except requests.RequestException as err:
-            return None, time.perf_counter() - start, None, type(err).__name__
+            return None, time.perf_counter() - start, None, type(err).__name__, None
         seconds = time.perf_counter() - start
         if resp.status_code != 200:
-            return None, seconds, None, f"HTTP {resp.status_code}: {resp.text[:200]}"
+            return None, seconds, None, f"HTTP {resp.status_code}: {resp.text[:200]}", None
         answer = resp.json()
-        return float(answer["predictions"][0]), seconds, answer.get("model_version"), ""
+        fallback = (answer.get("fallback_reason") or [None])[0] if answer.get("fallback") else None
+        return float(answer["predictions"][0]), seconds, answer.get("model_version"), "", fallback
 
     def metrics_text(self) -> str:
         return self.session.get(f"{self.servers.url}/metrics", timeout=REQUEST_TIMEOUT_SECONDS).text
@@ -285,30 +290,50 @@ class Loop:
         steps = parse_steps(self.settings.canary_steps)
         thresholds = Thresholds.from_settings(self.settings, min_requests=self.canary_hold_hours)
 
-        def ask_and_log(target: pd.Timestamp, row: np.ndarray, i: int) -> None:
+        planner = Planner(FEATURES)
+
+        def frozen(row: np.ndarray, target: pd.Timestamp, tail: pd.DataFrame) -> tuple[float | None, str | None]:
+            """The never-retrained model's answer, decided as the servers decide (``online_rows.plan``), with the
+            profile of the loop's own readings."""
+            def profiles(_rows: list[int]) -> list[MeterProfile | None]:
+                known = weekly_profile(tail)
+                return [MeterProfile.from_feast(known["last_complete_hour"].iloc[0], known["profile_kw"].iloc[0])
+                        if len(known) else None]
+
+            answer = planner.plan(row[None, :], [target], [None], self.settings.stale_after_hours, profiles)
+            if answer.fallback[0] is None:
+                return float(forecast(frozen_booster, row[None, :])[0]), None
+            return (answer.kw[0] if answer.fallback[0] == "profile" else None), answer.reason[0]
+
+        def ask_and_log(target: pd.Timestamp, row: np.ndarray, i: int, tail: pd.DataFrame) -> None:
             entry = {"hour": target, "production_version": self.production.version}
-            kw, secs, answered, error = self.production.forecast(meter, target)
-            entry |= {"production_kw": kw, "production_seconds": secs, "production_error": error}
-            entry["frozen_kw"] = float(forecast(frozen_booster, row[None, :])[0])
+            kw, secs, answered, error, fallback = self.production.forecast(meter, target)
+            entry |= {"production_kw": kw, "production_seconds": secs, "production_error": error,
+                      "production_fallback": fallback}
+            entry["frozen_kw"], entry["frozen_fallback"] = frozen(row, target, tail)
             served_by_candidate = False
             if self.canary:
                 c = self.canary
-                ckw, csecs, _, cerror = c.deployment.forecast(meter, target)
+                ckw, csecs, _, cerror, cfallback = c.deployment.forecast(meter, target)
                 k = i - c.step_started_hour
                 served_by_candidate = (k + 1) * c.percent // 100 > k * c.percent // 100 and ckw is not None
                 entry |= {"candidate_version": c.deployment.version, "candidate_kw": ckw, "candidate_seconds": csecs,
-                          "candidate_error": cerror, "canary_percent": c.percent}
+                          "candidate_error": cerror, "candidate_fallback": cfallback, "canary_percent": c.percent}
                 c.hours.append(i)
             entry["served_by"] = "candidate" if served_by_candidate else "production"
             entry["served_version"] = entry["candidate_version"] if served_by_candidate else (answered or
                                                                                               self.production.version)
             entry["served_kw"] = entry["candidate_kw"] if served_by_candidate else kw
+            # a stale meter's profile answered, not the model: these hours are counted apart
+            entry["fallback"] = entry["candidate_fallback"] if served_by_candidate else fallback
             pending[target] = entry
 
         # the first hour to forecast follows the history: its feature row is pushed before the replay starts
-        latest = push(feast, recent(seen), offline=False)
-        ask_and_log(hours[0], latest[FEATURES].to_numpy(dtype=np.float64)[0], 0) if len(hours) else None
-        self.drift.observe(latest[FEATURES].to_numpy(dtype=np.float64), keys=[(meter, hours[0])])
+        tail = recent(seen)
+        latest = push(feast, tail, offline=False)
+        row = model_input(latest, FEATURES, np.float64)[0]
+        ask_and_log(hours[0], row, 0, tail) if len(hours) else None
+        self.drift.observe(row[None, :], keys=[(meter, hours[0])])
 
         for i, hour in enumerate(hours):
             # 1. the hour's readings arrive; its forecasts are scored
@@ -322,7 +347,7 @@ class Loop:
             rows.append(entry)
             self.m_hours.inc()
             scored = entry["actual_kw"] is not None and entry["persistence_kw"] is not None
-            if scored and entry.get("served_kw") is not None:
+            if scored and entry.get("served_kw") is not None and entry.get("fallback") is None:
                 self.errors.append((abs(entry["served_kw"] - entry["actual_kw"]),
                                     abs(entry["persistence_kw"] - entry["actual_kw"])))
                 served, persistence = np.mean(self.errors, axis=0)
@@ -332,11 +357,12 @@ class Loop:
                 break
             nxt = hours[i + 1]
             # 2. the next hour's feature row goes to Feast's online store; both servers are asked
-            latest = push(feast, recent(seen + i + 1), offline=False)
-            row = latest[FEATURES].to_numpy(dtype=np.float64)[0]
+            tail = recent(seen + i + 1)
+            latest = push(feast, tail, offline=False)
+            row = model_input(latest, FEATURES, np.float64)[0]
             if latest["event_timestamp"].iloc[0] != nxt:  # a hole in the data: the row is for the hour after hour
                 row = np.full(len(FEATURES), np.nan)
-            ask_and_log(nxt, row, i + 1)
+            ask_and_log(nxt, row, i + 1, tail)
             # 3. the monitors
             self.drift.observe(row[None, :], keys=[(meter, nxt)])
             status = self.drift.check()
@@ -418,7 +444,8 @@ class Loop:
         latency = [r[f"{role}_seconds"] for r in asked if r.get(f"{role}_seconds") is not None]
         errs = [abs(r[f"{role}_kw"] - r["actual_kw"]) for r in asked
                 if r.get("candidate_kw") is not None and r.get("production_kw") is not None
-                and r.get("actual_kw") is not None and r.get("persistence_kw") is not None]
+                and r.get("actual_kw") is not None and r.get("persistence_kw") is not None
+                and r.get("fallback") is None]  # a stale meter's profile is both versions' answer: no comparison
         enough = len(errs) >= self.canary_hold_hours
         # a p99 of fewer than 100 requests is their slowest one: one stall on a busy machine would decide
         return VersionMetrics(requests=float(len(asked)), error_rate=failed / len(asked),
@@ -464,7 +491,7 @@ class Loop:
 
     def _progress(self, hour: pd.Timestamp, day: list[dict[str, Any]]) -> None:
         scored = [r for r in day if r.get("served_kw") is not None and r.get("actual_kw") is not None
-                  and r.get("persistence_kw") is not None]
+                  and r.get("persistence_kw") is not None and r.get("fallback") is None]
         mae = np.mean([abs(r["served_kw"] - r["actual_kw"]) for r in scored]) if scored else float("nan")
         pers = np.mean([abs(r["persistence_kw"] - r["actual_kw"]) for r in scored]) if scored else float("nan")
         canary = f", canary {self.canary.deployment.version} at {self.canary.percent}%" if self.canary else ""
@@ -476,9 +503,11 @@ class Loop:
     def _summary(self, frame: pd.DataFrame, frozen_version: str, data_quality: dict[str, Any], metrics_text: str,
                  seconds: dict[str, float], started: float) -> dict[str, Any]:
         has = lambda c: frame[c].notna() if c in frame else pd.Series(False, index=frame.index)  # noqa: E731
-        scored = has("served_kw") & has("actual_kw") & has("persistence_kw")
-        s = frame[scored]
+        answered = has("served_kw") & has("actual_kw") & has("persistence_kw")
+        scored = answered & ~has("fallback")  # the model's hours; a stale meter's profile hours are counted apart
+        s, f = frame[scored], frame[answered & has("fallback")]
         mae = lambda c: float((s[c] - s["actual_kw"]).abs().mean()) if len(s) else None  # noqa: E731
+        fallback_mae = lambda c: float((f[c] - f["actual_kw"]).abs().mean()) if len(f) else None  # noqa: E731
         count = lambda action: sum(1 for e in self.events if e["action"] == action)  # noqa: E731
         total = time.monotonic() - started
         replayed = len(frame)
@@ -486,7 +515,8 @@ class Loop:
 
         transformer = {}
         for family in text_string_to_metric_families(metrics_text):
-            if family.name in ("se_forecast_mae_kw", "se_baseline_mae_kw", "se_forecast_scored_hours"):
+            if family.name in ("se_forecast_mae_kw", "se_baseline_mae_kw", "se_forecast_scored_hours",
+                               "se_fallback_forecasts"):
                 for sample in family.samples:
                     transformer[f"{sample.name}{json.dumps(sample.labels, sort_keys=True)}"] = sample.value
         return {
@@ -496,6 +526,8 @@ class Loop:
                               "no_forecast": int((has("actual_kw") & has("persistence_kw") & ~has("served_kw")).sum())},
             "first_hour": str(frame["hour"].min()), "last_hour": str(frame["hour"].max()),
             "mae_kw": mae("served_kw"), "persistence_mae_kw": mae("persistence_kw"), "frozen_mae_kw": mae("frozen_kw"),
+            "fallback_hours": int(len(f)), "fallback_hours_asked": int(has("fallback").sum()),
+            "fallback_mae_kw": fallback_mae("served_kw"), "fallback_persistence_mae_kw": fallback_mae("persistence_kw"),
             "frozen_version": frozen_version, "production_version": self.production.version,
             "versions_served": sorted(frame.loc[has("served_kw"), "served_version"].dropna().unique().tolist()),
             "watched_features": len(self.drift.features), "drift_share": self.settings.drift_share,

@@ -24,14 +24,16 @@ import numpy as np
 from kserve import InferInput, InferOutput, InferRequest, InferResponse, Model
 from kserve.model import append_forwardable_headers
 
+from smart_energy.components.dayahead import HORIZON_HOURS
 from smart_energy.components.feast_store import FEATURE_SERVICE, open_feature_store
+from smart_energy.components.online_rows import PROFILE, Planner, profile_forecast
 from smart_energy.components.registry import load_drift_detector, read_metadata
 from smart_energy.components.settings import Settings
 from smart_energy.serving import metrics
 from smart_energy.serving.dayahead import answer_v1, pairs_matrix
 from smart_energy.serving.logic import Batch, PredictorUnavailable, RequestError, check_requested_outputs, parse_v1, parse_v2
 from smart_energy.serving.monitors import DriftMonitor, ForecastErrorTracker
-from smart_energy.serving.online import OnlineFeatureReader
+from smart_energy.serving.online import OnlineFeatureReader, check_hours
 from smart_energy.serving.server import record_served_version
 
 OUTPUT_NAME = "forecast_kw"
@@ -69,6 +71,23 @@ def predictor_request(name: str, matrix: np.ndarray, features: list[str], reques
                         parameters={"content_type": "pd"})
 
 
+def count_fallbacks(fallback) -> None:
+    for reason, kind in zip(fallback.reason, fallback.fallback):
+        if kind == PROFILE:
+            metrics.FALLBACKS.labels(reason).inc()
+
+
+def fallback_fields(fallback) -> dict:
+    """V1: per row (as ``predictions``), ``"profile"`` or null, why, and the hours without a complete reading."""
+    return {"fallback": fallback.fallback, "fallback_reason": fallback.reason, "stale_hours": fallback.stale_hours}
+
+
+def fallback_parameters(fallback) -> dict:
+    """V2 parameters: the same per row, comma-separated (empty for a row the model answered)."""
+    return {name: ",".join("" if v is None else str(v) for v in values)
+            for name, values in fallback_fields(fallback).items()}
+
+
 class EnergyTransformer(Model):
     platform = "smart-energy-transformer"
 
@@ -92,6 +111,7 @@ class EnergyTransformer(Model):
         self.reader = OnlineFeatureReader(open_feature_store(self.settings),
                                           metadata.get("feature_service", FEATURE_SERVICE), self.features)
         self.reader._resolve()  # fail at start-up, not on the first request
+        self.planner = Planner(self.features)
         watched = (metadata.get("drift") or {}).get("features")
         self.drift = DriftMonitor(load_drift_detector(self.model_dir), self.features, self.settings.drift_window,
                                   on_result=publish_drift, watched=watched, share=self.settings.drift_share)
@@ -125,9 +145,18 @@ class EnergyTransformer(Model):
         if batch.kind == "entity":
             start = time.perf_counter()
             try:
-                batch.matrix = self.reader.read(batch.meter_ids, batch.hours, event_hours_out=batch.event_hours)
+                batch.matrix, batch.event_hours = self.reader.read(batch.meter_ids)
+                # stale meters (components/online_rows.py): their profiles are read for those rows only
+                batch.plan = self.planner.plan(batch.matrix, batch.event_hours, batch.hours,
+                                               self.settings.stale_after_hours,
+                                               lambda rows: self.reader.profiles([batch.meter_ids[i] for i in rows]))
             finally:
                 metrics.FEAST_LOOKUP_DURATION.observe(time.perf_counter() - start)
+            check_hours(batch.meter_ids, batch.hours, batch.event_hours, batch.plan.fallback)
+            refusal = batch.plan.refusal(batch.meter_ids)
+            if refusal:
+                raise RequestError(refusal, status=422, reason="no_history")
+            batch.forecast_hours = [asked or hour for asked, hour in zip(batch.hours, batch.event_hours)]
             self.drift.observe(batch.matrix, keys=list(zip(batch.meter_ids, batch.event_hours)))
         elif self.dayahead:
             raise RequestError("a day-ahead model answers meter_id requests: its 24 rows need the hour the "
@@ -136,7 +165,7 @@ class EnergyTransformer(Model):
             self.drift.observe(batch.matrix)
         _request.set(state)
         if self.dayahead:
-            matrix, state.targets = pairs_matrix(batch.meter_ids, batch.event_hours, batch.matrix, self.features)
+            matrix, state.targets = pairs_matrix(batch.meter_ids, batch.forecast_hours, batch.matrix, self.features)
             return predictor_request(self.name, matrix, self.model_features, state.request_id or "")
         return predictor_request(self.name, batch.matrix, self.features, state.request_id or "")
 
@@ -167,12 +196,19 @@ class EnergyTransformer(Model):
             return self._dayahead_answer(state, result)
         kw = np.asarray(result.outputs[0].as_numpy(), dtype=np.float64).ravel()
         version = self._answered_by(result)
+        fallback = state.batch.plan if state.batch.kind == "entity" and state.batch.plan.any else None
+        if fallback is not None:
+            profiled = fallback.rows(PROFILE)
+            kw = np.where(profiled, fallback.kw, kw)
+            count_fallbacks(fallback)
         histogram = metrics.PREDICTION_KW.labels(version)
         for value in kw:
             histogram.observe(value)
         if state.batch.kind == "entity":
             errors = self._error_tracker(version)
-            errors.record(state.batch.meter_ids, state.batch.event_hours, state.batch.matrix, kw)
+            # a fallback is no forecast of this version's: its hours are not in the version's MAE
+            errors.record(state.batch.meter_ids, state.batch.event_hours, state.batch.matrix, kw,
+                          remember=None if fallback is None else ~profiled)
             model_mae, persistence_mae, hours = errors.mae()
             if model_mae is not None:
                 metrics.FORECAST_MAE.labels(version).set(model_mae)
@@ -183,10 +219,14 @@ class EnergyTransformer(Model):
             out = {"predictions": kw.tolist(), "model_version": version, "drift": drift}
             if state.batch.kind == "entity":
                 out["meter_ids"] = state.batch.meter_ids
+            if fallback is not None:
+                out |= fallback_fields(fallback)
             return out
         output = InferOutput(name=OUTPUT_NAME, shape=[len(kw)], datatype="FP64")
         output.set_data_from_numpy(kw, binary_data=False)
         parameters = {"drift_status": drift["status"], "drifted_features": ",".join(drift["drifted_features"])}
+        if fallback is not None:
+            parameters |= fallback_parameters(fallback)
         return InferResponse(response_id=state.request_id, model_name=self.name, model_version=version,
                              infer_outputs=[output], parameters=parameters,
                              requested_outputs=state.request.request_outputs,
@@ -213,15 +253,31 @@ class EnergyTransformer(Model):
         version = self._answered_by(result)
         drift = self.drift.status()
         meters = state.batch.meter_ids
+        fallback = state.batch.plan if state.batch.plan.any else None
+        if fallback is not None:
+            # a point forecast: P10 = P50 = P90, no calibrated band (the model did not forecast these meters)
+            for row, profile in fallback.profiles.items():
+                span = slice(row * HORIZON_HOURS, (row + 1) * HORIZON_HOURS)
+                kw = profile_forecast(profile, state.targets[span])
+                for values in columns.values():
+                    values[span] = kw
+            count_fallbacks(fallback)
         if state.protocol == "v1":
-            return {"forecasts": answer_v1(meters, state.targets, columns, self.metadata, self.settings.tariff,
-                                           self.settings), "model_version": version, "drift": drift}
+            forecasts = answer_v1(meters, state.targets, columns, self.metadata, self.settings.tariff, self.settings)
+            if fallback is not None:
+                for row, entry in enumerate(forecasts):
+                    if fallback.fallback[row] is not None:
+                        entry |= {"fallback": fallback.fallback[row], "fallback_reason": fallback.reason[row],
+                                  "stale_hours": fallback.stale_hours[row]}
+            return {"forecasts": forecasts, "model_version": version, "drift": drift}
         outputs = []
         for name, values in columns.items():
             output = InferOutput(name=name, shape=[len(meters), len(values) // len(meters)], datatype="FP64")
             output.set_data_from_numpy(values.reshape(len(meters), -1), binary_data=False)
             outputs.append(output)
         parameters = {"drift_status": drift["status"], "first_hour": state.targets[0].isoformat()}
+        if fallback is not None:
+            parameters |= fallback_parameters(fallback)
         return InferResponse(response_id=state.request_id, model_name=self.name, model_version=version,
                              infer_outputs=outputs, parameters=parameters,
                              requested_outputs=state.request.request_outputs,
