@@ -43,8 +43,10 @@ def start(shared_data, tmp_path_factory):
     settings = Settings(feature_repo=copy_feature_repo(root / "feature_repo"),
                         artifact_uri=(root / "artifacts").as_uri())
     env = {**os.environ, **settings.as_env()}
-    proc = subprocess.run([sys.executable, "-m", "smart_energy.cli", "pipeline", "run", "--local", "--data",
-                           str(history), "--holdout-days", "3", "--pipeline-root", str(root / "runs")], capture_output=True, text=True, env=env)
+    # the next-hour pipeline: the loop serves (and retrains) the next-hour model alone
+    proc = subprocess.run([sys.executable, "-m", "smart_energy.cli", "pipeline", "run", "--local", "--next-hour-only",
+                           "--data", str(history), "--holdout-days", "3", "--pipeline-root", str(root / "runs")],
+                          capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     production = registry.stage_version(open_store(settings=settings), settings.model_name, "production")
     assert production
