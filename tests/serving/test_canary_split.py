@@ -309,10 +309,13 @@ def shuffled_target_model(frame: pd.DataFrame, dest: Path, version: str) -> Path
 
 
 def relabelled(model_dir: Path, dest: Path, version: str) -> Path:
-    """``model_dir`` under another version label (model.json, hence its sha256, unchanged)."""
+    """``model_dir`` under another version label (model.json, hence its sha256, unchanged; the manifest rewritten)."""
+    from smart_energy.components.registry import write_manifest
+
     shutil.copytree(model_dir, dest)
     meta = json.loads((dest / "metadata.json").read_text())
     (dest / "metadata.json").write_text(json.dumps(meta | {"version": version}))
+    write_manifest(dest)
     return dest
 
 
