@@ -17,7 +17,7 @@ UNIT_TESTS = Path(__file__).with_name("alerts_test.yaml")
 EXPECTED_ALERTS = {
     "SmartEnergyDriftDetected", "SmartEnergyForecastWorseThanBaseline", "SmartEnergyHighLatencyP99",
     "SmartEnergyHighErrorRate", "SmartEnergyCanaryWorseThanProduction", "SmartEnergyPipelineStale",
-    "SmartEnergyCanaryRolledBack",
+    "SmartEnergyCanaryRolledBack", "SmartEnergyFallbackShareHigh",
 }
 
 
@@ -29,7 +29,7 @@ def _alerts() -> dict[str, dict]:
 def test_promtool_check_rules():
     out = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 9 rules found" in out.stdout
+    assert "SUCCESS: 10 rules found" in out.stdout
 
 
 def test_promtool_unit_tests_pass():
@@ -66,7 +66,7 @@ def test_thresholds_match_the_rollout_settings():
 
 # series a transformer exports (its PodMonitor adds `isvc`); the pipeline's and the loop's pushed ones carry none
 SERVING_METRICS = re.compile(r"\b(se_(?:requests_total|request_duration_seconds_bucket|drift_detected|forecast_mae_kw|"
-                             r"baseline_mae_kw)|se:[a-z0-9_:]+)\b")
+                             r"baseline_mae_kw|fallback_forecasts_total|prediction_kw_count)|se:[a-z0-9_:]+)\b")
 
 
 def _aggregations(expr: str) -> list[tuple[str, str]]:
@@ -83,7 +83,7 @@ def test_serving_rules_are_per_inference_service():
     assert {r.get("alert") or r.get("record") for r in serving} == {
         "se:request_error_ratio:rate5m", "se:request_duration_seconds:p99_5m", "SmartEnergyDriftDetected",
         "SmartEnergyForecastWorseThanBaseline", "SmartEnergyHighLatencyP99", "SmartEnergyHighErrorRate",
-        "SmartEnergyCanaryWorseThanProduction"}
+        "SmartEnergyCanaryWorseThanProduction", "SmartEnergyFallbackShareHigh"}
     for rule in serving:
         name = rule.get("alert") or rule.get("record")
         for op, grouping in _aggregations(rule["expr"]):
@@ -101,7 +101,7 @@ def test_day_ahead_model_is_tested_firing_and_not_firing():
     fired = {check["alertname"] for case in cases for check in case.get("alert_rule_test", [])
              for alert in check["exp_alerts"] if alert["exp_labels"].get("isvc") == "energy-forecaster-dayahead"}
     assert fired >= {"SmartEnergyDriftDetected", "SmartEnergyHighLatencyP99", "SmartEnergyHighErrorRate",
-                     "SmartEnergyCanaryWorseThanProduction"}
+                     "SmartEnergyCanaryWorseThanProduction", "SmartEnergyFallbackShareHigh"}
     mixed = [case["name"] for case in cases
              if {"energy-forecaster", "energy-forecaster-dayahead"} <= set(re.findall(
                  r'isvc="([^"]+)"', " ".join(s["series"] for s in case["input_series"])))]
@@ -142,7 +142,7 @@ def test_every_metric_the_rules_use_is_exposed():
     assert used <= exposed, sorted(used - exposed)
     # and the ones the alerts are about are among them
     assert {"se_requests_total", "se_request_duration_seconds_bucket", "se_drift_detected", "se_forecast_mae_kw",
-            "se_baseline_mae_kw", "se_pipeline_last_success_timestamp_seconds"} <= used
+            "se_baseline_mae_kw", "se_pipeline_last_success_timestamp_seconds", "se_fallback_forecasts_total"} <= used
 
 
 def test_generated_copies_are_in_sync():

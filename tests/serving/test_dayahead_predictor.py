@@ -5,6 +5,7 @@ row into those 24 rows and answers the next 24 hours with prices, load windows a
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 
@@ -118,3 +119,32 @@ def test_the_transformer_refuses_feature_rows_for_a_day_ahead_model(dayahead_ser
     _, _, url = dayahead_servers
     answer = requests.post(f"{url}/v1/models/energy-forecaster:predict", json={"instances": [[0.5] * 23]}, timeout=10)
     assert answer.status_code == 400 and answer.json()["reason"] == "entity_required"
+
+
+def test_the_transformer_answers_a_stale_meter_with_its_profile_for_24_hours(dayahead_servers, shared_data):
+    """A meter silent for 63 h: its next 24 hours are its weekly profile, a point forecast (P10 = P50 = P90), flagged."""
+    from smart_energy.components.feast_store import open_feature_store, push
+    from test_stale_meters import profile_kw, silent_after
+
+    _, model_dir, url = dayahead_servers
+    settings = Settings(feature_repo=model_dir.parent / "feature_repo", artifact_uri=(model_dir.parent / "a").as_uri())
+    silent = silent_after(load_hourly(shared_data), "silent-63h", 63)
+    push(open_feature_store(settings), silent, offline=False)
+    answer = requests.post(f"{url}/v1/models/energy-forecaster:predict",
+                           json={"instances": [{"meter_id": "silent-63h"}, {"meter_id": "household-1"}]}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    stale, healthy = answer.json()["forecasts"]
+    assert stale["fallback"] == "profile" and stale["stale_hours"] == 63 and stale["fallback_reason"] == "meter_silent"
+    assert "fallback" not in healthy
+    rows = stale["next_24h"]
+    assert rows[0]["timestamp"].startswith("2007-03-03T15:00")
+    expected = [profile_kw(silent, pd.Timestamp(r["timestamp"])) for r in rows]
+    for name in ("p10_kw", "p50_kw", "p90_kw"):
+        assert [r[name] for r in rows] == pytest.approx(expected, rel=1e-9)
+    v2 = requests.post(f"{url}/v2/models/energy-forecaster/infer", json={"inputs": [
+        {"name": "meter_id", "datatype": "BYTES", "shape": [1], "data": ["silent-63h"]}]}, timeout=10)
+    assert v2.status_code == 200, v2.text
+    body = v2.json()
+    assert body["parameters"]["fallback"] == "profile" and body["parameters"]["stale_hours"] == "63"
+    p50 = next(o for o in body["outputs"] if o["name"] == "p50_kw")
+    assert np.ravel(p50["data"]) == pytest.approx(expected, rel=1e-9)
