@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import with_level_shift
+from helpers import with_hole, with_level_shift
 from smart_energy.components import registry
 from smart_energy.components.feast_store import copy_feature_repo
 from smart_energy.components.features import usable_usage
@@ -106,6 +106,7 @@ def test_the_summary_equals_a_recomputation_from_the_log_and_the_raw_file(shifte
     previous = actual.reindex(log["hour"] - pd.Timedelta(hours=1))
     previous.iloc[0] = usable_usage(ingest_file(start["history"]).hourly).iloc[-1]  # the history's last hour
     scored = ~np.isnan(truth) & previous.notna().to_numpy() & log["served_kw"].notna().to_numpy()
+    scored &= log["fallback"].isna().to_numpy()  # a stale meter's profile hours are counted apart
     assert s["hours"] == int(scored.sum()) > 12 * 24
     for column, key in (("served_kw", "mae_kw"), ("frozen_kw", "frozen_mae_kw")):
         assert s[key] == pytest.approx(np.mean(np.abs(log[column].to_numpy()[scored] - truth[scored])), rel=1e-9)
@@ -122,9 +123,12 @@ def test_the_transformer_metrics_agree_with_the_loop(shifted_run):
     """se_forecast_mae_kw of the final production server: its own forecasts over its last 168 scored hours."""
     s, log = shifted_run["summary"], shifted_run["forecasts"]
     version = s["production_version"]
-    own = np.where(log["production_version"] == version, log["production_kw"],
+    own = np.where(log["production_version"] == version,
+                   log["production_kw"].where(log["production_fallback"].isna()),
                    np.where(log.get("candidate_version", pd.Series(index=log.index)) == version,
-                            log.get("candidate_kw"), np.nan))
+                            log.get("candidate_kw", pd.Series(index=log.index)).where(
+                                log.get("candidate_fallback", pd.Series(index=log.index)).isna()), np.nan))
+    # (a stale meter's profile answers are not the version's forecasts: the server does not score them)
     rows = log.assign(own=own).iloc[:-1]  # the server scores an hour when asked about the next one
     rows = rows[rows["own"].notna() & rows["actual_kw"].notna() & rows["persistence_kw"].notna()].tail(168)
     metrics = s["transformer_metrics"]
@@ -202,3 +206,50 @@ def test_a_bad_candidate_is_rolled_back_and_production_keeps_serving(start, tmp_
     assert pointer["previous"] == rollback["version"] and "rolled back" in pointer["reason"]
     assert loop.registry.get_sample_value("se_loop_rollbacks_total") == 1.0
     assert loop.registry.get_sample_value("se_loop_promotions_total") == 0.0
+
+
+# --------------------------------------------------------------------------- a meter that goes silent
+
+
+def test_a_meter_silent_for_63_hours_is_answered_with_its_profile_and_counted_apart(start, tmp_path):
+    """No readings from 2007-01-28 06:00 to 2007-01-30 21:00: from the third silent hour on, the servers answer the
+    meter's weekly profile (what the loop itself computes from the readings it has), flagged, instead of the model's
+    ~3.3 kW flat forecast from missing lags; the summary counts those hours apart from the model's."""
+    from smart_energy.components.online_rows import PROFILE_HOURS
+    from smart_energy.loop import Loop
+
+    replay = with_hole(start["root"] / "replay.txt", tmp_path / "silent.txt", [("2007-01-28 06:00", "2007-01-30 21:00")])
+    settings = replace(copy_start(start, tmp_path), retrain_cooldown_hours=10_000)
+
+    def no_retraining(raw: Path, run_root: Path, settings: Settings) -> dict:
+        return {"stage": None, "version": None, "reason": "test: no retraining"}
+
+    s = Loop(start["history"], replay, tmp_path / "out", settings, no_retraining, max_hours=5 * 24,
+             say=lambda line: None).run()
+    log = pd.read_csv(tmp_path / "out" / "forecasts.csv")
+    log["hour"] = pd.to_datetime(log["hour"], utc=True)
+    log = log.set_index("hour")
+    hole = log.loc["2007-01-28 09:00":"2007-01-30 21:00"]  # 3 to 63 hours without a complete reading
+    assert len(hole) == 61 and (hole["fallback"] == "meter_silent").all()
+    assert log.loc["2007-01-28 06:00":"2007-01-28 08:00", "fallback"].isna().all()  # 0-2 h: the model answers
+    assert log.loc["2007-01-30 22:00", "fallback"] == "lags_missing"  # back, but lags 2, 3 and 24 h missing
+    assert log.loc["2007-01-30 23:00":, "fallback"].isna().all()
+    # the profile: each hour's weekday-hour mean over the 4 weeks up to the last complete hour (05:00 on the 28th)
+    readings = pd.concat([ingest_file(start["history"]).hourly, ingest_file(replay).hourly], ignore_index=True)
+    usage = pd.Series(usable_usage(readings).to_numpy(), index=pd.DatetimeIndex(readings["timestamp"])).dropna()
+    last = pd.Timestamp("2007-01-28 05:00", tz="UTC")
+    window = usage[(usage.index <= last) & (usage.index > last - pd.Timedelta(hours=PROFILE_HOURS))]
+    expected = [window[(window.index.dayofweek == h.dayofweek) & (window.index.hour == h.hour)].mean()
+                for h in hole.index]
+    assert hole["served_kw"].to_numpy() == pytest.approx(expected, rel=1e-9)
+    assert hole["frozen_kw"].to_numpy() == pytest.approx(expected, rel=1e-9)  # the loop's own plan agrees
+    assert hole["served_kw"].nunique() > 20  # a weekly shape, not one flat value
+    # counted apart: the scored fallback hour (22:00 on the 30th) is not among the model's hours
+    assert s["fallback_hours"] == 1 and s["fallback_hours_asked"] == 62
+    model_hours = log["served_kw"].notna() & log["actual_kw"].notna() & log["persistence_kw"].notna()
+    assert s["hours"] == int((model_hours & log["fallback"].isna()).sum())
+    assert s["fallback_mae_kw"] == pytest.approx(abs(log.loc["2007-01-30 22:00", "served_kw"]
+                                                     - log.loc["2007-01-30 22:00", "actual_kw"]), rel=1e-9)
+    metrics = s["transformer_metrics"]
+    assert metrics['se_fallback_forecasts_total{"reason": "meter_silent"}'] == 61
+    assert metrics['se_fallback_forecasts_total{"reason": "lags_missing"}'] == 1
