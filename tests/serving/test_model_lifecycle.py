@@ -16,7 +16,7 @@ import subprocess
 import pytest
 import requests
 
-from smart_energy.components.registry import ModelIntegrityError, read_metadata
+from smart_energy.components.registry import ModelIntegrityError, read_metadata, write_manifest
 from conftest import start_predictor
 from helpers import PYTHON, free_port, start, stop, wait_http
 
@@ -29,6 +29,7 @@ def _relabelled(model_dir, dest, version):
     shutil.copytree(model_dir, dest)
     meta = json.loads((dest / "metadata.json").read_text())
     (dest / "metadata.json").write_text(json.dumps(meta | {"version": version}))
+    write_manifest(dest)  # a deliberate change: sealed again
     return dest
 
 
@@ -98,7 +99,7 @@ def test_a_changed_drift_reference_stops_both_servers_with_one_line(served, tmp_
     reference = next(p for p in sorted((bad / "drift").rglob("*")) if p.is_file() and p.suffix == ".npy")
     data = reference.read_bytes()
     reference.write_bytes(data[:-8] + bytes(b ^ 0xFF for b in data[-8:]))  # the last reference value, changed
-    with pytest.raises(ModelIntegrityError, match="drift/.*does not match metadata"):
+    with pytest.raises(ModelIntegrityError, match="drift/.*does not match MANIFEST.json"):
         read_metadata(bad)
     for module in ("smart_energy.serving.predictor", "smart_energy.serving.transformer"):
         proc = subprocess.run([PYTHON, "-m", module, "--model_dir", str(bad), "--http_port", str(free_port())],
@@ -119,7 +120,8 @@ def test_integrity_covers_every_file(served, tmp_path):
     shutil.copytree(served.model_dir, missing)
     victim = next(p for p in sorted((missing / "drift").rglob("*")) if p.is_file())
     victim.unlink()
-    with pytest.raises(ModelIntegrityError, match="listed in metadata.json but missing"):
+    with pytest.raises(ModelIntegrityError, match="listed in MANIFEST.json but missing"):
         read_metadata(missing)
-    assert set(read_metadata(served.model_dir)["files"]) >= {"model.json", *(
+    manifest = json.loads((served.model_dir / "MANIFEST.json").read_text())
+    assert set(manifest["files"]) >= {"model.json", "metadata.json", *(
         str(p.relative_to(served.model_dir)) for p in (served.model_dir / "drift").rglob("*") if p.is_file())}

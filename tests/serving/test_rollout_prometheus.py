@@ -53,9 +53,12 @@ def in_memory_inference_service(uri: str, version: str) -> RecordingInferenceSer
 
 def _version_dir(model_dir, dest, version):
     """The trained model under another version label (model.json, hence its sha256, unchanged)."""
+    from smart_energy.components.registry import write_manifest
+
     shutil.copytree(model_dir, dest)
     meta = json.loads((dest / "metadata.json").read_text())
     (dest / "metadata.json").write_text(json.dumps(meta | {"version": version}))
+    write_manifest(dest)  # a deliberate change: sealed again
     return dest
 
 
