@@ -152,7 +152,7 @@ def train(data: str | Path, model_dir: str | Path, settings: Settings | None = N
 
     Args:
         data: raw meter file or ingest output directory.
-        model_dir: where model.json, metadata.json and drift/ go.
+        model_dir: where model.json, metadata.json, drift/ and MANIFEST.json go.
         hpo_trials: Optuna trials (0: default parameters).
         until: train only on hours before this timestamp (for honest back-testing).
         params: XGBoost parameters over the defaults (``num_boost_round`` caps the rounds).

@@ -331,7 +331,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the XGBoost forecaster on Feast features (next hour, or day ahead)",
                        description="Ingest (if given a raw file), publish features to Feast (offline parquet + "
                        "online store materialised to the data's end), train with a time-ordered validation "
-                       "split and write MODEL_DIR/{model.json,metadata.json,drift/}. Gaps in the readings need "
+                       "split and write MODEL_DIR/{model.json,metadata.json,drift/,MANIFEST.json}. Gaps in the readings need "
                        "no flag: features reaching into them are missing, and they are listed in the output.")
     p.add_argument("--data", required=True, help="raw meter file, ingest output directory, or its s3:// / file:// URI")
     p.add_argument("--model-dir", type=Path, required=True, help="output model directory")
