@@ -267,7 +267,7 @@ def savings_backtest(hourly: pd.DataFrame, tariff: str | Tariff, settings: Setti
         "kwh_shifted_backtested": round(float(total["kwh"]), 1),
         "bill_eur_backtested": round(float(total["bill_before"]), 2),
         "caveat": caveat,
-        "method": (f"Replayed {n} complete days, moving each laundry and water-heater run (energy above standby, "
+        "method": (f"Replayed {n} complete day{'' if n == 1 else 's'}, moving each laundry and water-heater run (energy above standby, "
                    f"at most {MAX_SHIFT_HOURS} h, within its day) to that day's cheapest free hours under the "
                    f"{tariff.name} tariff{colours} only when that lowered the energy bill (no subscription fee), "
                    + ("annualised from the days replayed (a winter file annualises winter use)" if annual
