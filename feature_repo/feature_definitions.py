@@ -15,7 +15,7 @@ from feast.data_format import ParquetFormat
 from feast.types import Array, Float64, Int64
 
 from smart_energy.components.features import CALENDAR_FEATURES, LAG_FEATURES, ROLLING_FEATURES, SHARE_FEATURES
-from smart_energy.components.feast_store import profile_source_path
+from smart_energy.components.feast_store import ensure_profile_source, profile_source_path
 from smart_energy.components.settings import get_settings
 
 # `smart-energy` passes its own settings (a scratch store, a test's); `feast apply` here reads the process's.
@@ -46,6 +46,9 @@ else:
 hourly_usage_source = _source("hourly_usage_source", settings.feature_source_path)
 # One row per meter, at its latest feature row's hour (written by every publish and push).
 meter_profile_source = _source("meter_profile_source", profile_source_path(settings))
+if "://" not in profile_source_path(settings):
+    # `feast materialize` by hand materialises every view: an empty source until `smart-energy` publishes profiles
+    ensure_profile_source(settings)
 
 # New readings are pushed here (online and offline) by `smart-energy features push`.
 hourly_usage_push_source = PushSource(name="hourly_usage_push_source", batch_source=hourly_usage_source)
