@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -22,17 +23,16 @@ CLI = [sys.executable, "-m", "smart_energy.cli"]
 
 
 @pytest.fixture(scope="module")
-def dayahead(shared_data, tmp_path_factory):
+def dayahead(shared_data, dayahead_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("dayahead")
     env = {**os.environ, "SE_FEATURE_REPO": str(copy_feature_repo(root / "feature_repo")),
            "SE_ARTIFACT_URI": (root / "artifacts").as_uri()}
-    train = subprocess.run([*CLI, "train", "--horizon", "24", "--data", str(shared_data), "--model-dir",
-                            str(root / "model"), "--holdout-weeks", "4"], capture_output=True, text=True, env=env)
-    assert train.returncode == 0, train.stderr[-2000:]
+    # `train --horizon 24 --holdout-weeks 4`, run once per session (tests/conftest.py)
+    shutil.copytree(dayahead_model["model_dir"], root / "model")
     evaluate = subprocess.run([*CLI, "evaluate", "--model-dir", str(root / "model"), "--data", str(shared_data),
                                "--last-weeks", "4"], capture_output=True, text=True, env=env)
     assert evaluate.returncode == 0, evaluate.stderr[-2000:]
-    return {"root": root, "env": env, "trained": json.loads(train.stdout), "scores": json.loads(evaluate.stdout)}
+    return {"root": root, "env": env, "trained": dayahead_model["trained"], "scores": json.loads(evaluate.stdout)}
 
 
 def test_the_model_is_registered_as_day_ahead_with_its_quantiles(dayahead):

@@ -4,13 +4,15 @@ row into those 24 rows and answers the next 24 hours with prices, load windows a
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 import requests
 
 from helpers import PYTHON, free_port, start, stop, wait_http
-from smart_energy.components.dayahead import DAYAHEAD_FEATURES, calibrate, expand_leads, raw_quantiles, train_dayahead
+from smart_energy.components.dayahead import DAYAHEAD_FEATURES, calibrate, expand_leads, raw_quantiles
 from smart_energy.components.feast_store import copy_feature_repo
 from smart_energy.components.features import build_feature_frame
 from smart_energy.components.settings import Settings
@@ -22,10 +24,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def dayahead_servers(tmp_path_factory, shared_data):
+def dayahead_servers(tmp_path_factory, shared_data, dayahead_model):
+    from smart_energy.components.feast_store import open_feature_store, publish
+
     root = tmp_path_factory.mktemp("dayahead-serving")
     settings = Settings(feature_repo=copy_feature_repo(root / "feature_repo"), artifact_uri=(root / "a").as_uri())
-    train_dayahead(shared_data, root / "model", settings, holdout_weeks=4)  # publishes the features to Feast
+    # the session's day-ahead model (trained with --holdout-weeks 4 on the shared file), and the features its
+    # training published to Feast, published here too
+    shutil.copytree(dayahead_model["model_dir"], root / "model")
+    publish(load_hourly(shared_data), open_feature_store(settings), settings)
     port, transformer_port = free_port(), free_port()
     model = ["--model_dir", str(root / "model")]
     env = settings.as_env()
