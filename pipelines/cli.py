@@ -81,6 +81,9 @@ def print_run(run, stream=sys.stdout) -> None:
 
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     if args.action == "compile":
+        if args.next_hour_only:  # that pipeline alone
+            print(compile_pipeline(NEXT_HOUR_COMPILED if args.out == COMPILED else args.out, next_hour_only=True))
+            return 0
         print(compile_pipeline(args.out))
         if args.out == COMPILED:  # the default: every committed pipeline
             print(compile_pipeline(NEXT_HOUR_COMPILED, next_hour_only=True))
@@ -130,7 +133,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--local", action="store_true", help="run: on this machine with kfp.local")
     p.add_argument("--host", help="run/schedule: KFP API endpoint of a cluster")
     p.add_argument("--next-hour-only", dest="next_hour_only", action="store_true",
-                   help="run/schedule: the next-hour pipeline (the next-hour model alone) instead of both models'")
+                   help="the next-hour pipeline (the next-hour model alone) instead of both models' (compile: "
+                   f"to --out, default {NEXT_HOUR_COMPILED.name})")
     p.add_argument("--data", help=f"raw readings, a path or file:// / s3:// URI (local default {DEFAULT_DATA})")
     p.add_argument("--pipeline-root", type=Path, help="run --local: where task outputs go "
                    "(default <SE_ARTIFACT_URI>/pipeline-runs)")

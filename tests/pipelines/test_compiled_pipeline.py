@@ -163,3 +163,17 @@ def test_fleet_spark_step_launches_one_application_per_run_with_the_cluster_sett
     env_maps = {e["configMapName"]: {k["configMapKey"] for k in e["keyToEnv"]} for e in executor["configMapAsEnv"]}
     assert env_maps[SETTINGS_CONFIG_MAP] == set(SETTINGS_KEYS)
     assert {k["secretKey"] for e in executor["secretAsEnv"] for k in e["keyToEnv"]} == set(CREDENTIAL_KEYS)
+
+
+def test_compile_next_hour_only_writes_that_pipeline_alone(tmp_path):
+    import subprocess
+
+    from pipeline_helpers import SMART_ENERGY
+
+    out = tmp_path / "next_hour.yaml"
+    proc = subprocess.run([SMART_ENERGY, "pipeline", "compile", "--next-hour-only", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == str(out), proc.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == [out]
+    stable = lambda text: [ln for ln in text.splitlines() if not ln.startswith("sdkVersion:")]  # noqa: E731
+    assert stable(out.read_text()) == stable(NEXT_HOUR_COMPILED.read_text())
