@@ -1,7 +1,8 @@
 """`make bench`: every benchmark measured side by side in one run, with ratios.
 
 Each case runs in its own process (peak RSS is that process's). The data are a generated
-2,075,259-row file (the full UCI data set's size) made from the shared slice.
+2,075,259-row file (the full UCI data set's size) made from the shared slice; the peers section
+(statsforecast and mlforecast beside ours, benchmarks/peers_bench.py) runs on the shared slice itself.
 """
 
 from __future__ import annotations
@@ -84,21 +85,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="the shared UCI slice")
     parser.add_argument("--rows", type=int, default=FULL_UCI_ROWS)
-    parser.add_argument("--only", choices=["ingest", "features", "fullsize", "serving", "loop", "objective", "fleet"], action="append")
+    parser.add_argument("--only", choices=["ingest", "features", "fullsize", "serving", "loop", "objective", "fleet", "peers"], action="append")
     args = parser.parse_args()
     big = REPO / "data" / "bench" / f"household_{args.rows}.txt"
-    if not big.exists():
+    sections = args.only or ["ingest", "features", "fullsize", "serving", "loop", "objective", "fleet", "peers"]
+    if not big.exists() and set(sections) - {"peers"}:  # peers runs on the shared file itself
         print(f"generating {big} ({args.rows:,} rows) ...", flush=True)
         # in a child process: a case's ru_maxrss starts at this process's RSS when it forks the case
         subprocess.run([sys.executable, "-m", "benchmarks.make_big_data", "--source", str(args.data), "--out", str(big),
                         "--rows", str(args.rows)], cwd=REPO, check=True)
-    sections = args.only or ["ingest", "features", "fullsize", "serving", "loop", "objective", "fleet"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "ingest" in sections:
             bench_cli_startup()
             bench_ingest(big, work)
-        for section in ("features", "fullsize", "serving", "loop", "objective", "fleet"):
+        for section in ("features", "fullsize", "serving", "loop", "objective", "fleet", "peers"):
             if section not in sections:
                 continue
             try:
