@@ -10,7 +10,7 @@ DATA ?= ../shared/data/household_power_consumption_2006-12_2007-02.txt
 APT_PACKAGES := prometheus prometheus-pushgateway redis-server wrk chromium openjdk-17-jre-headless haproxy
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps test demo bench backtest monitor lock compile cluster clean
+.PHONY: install system-deps test demo bench backtest monitor lock compile cluster clean peers-env peers-lock
 
 install: $(VENV)/.installed
 
@@ -42,8 +42,18 @@ demo: install
 	@test -f "$(DATA)" || { echo "demo: no data file at $(DATA) (set DATA=path/to/household_power_consumption.txt)"; exit 2; }
 	$(PY) -m smart_energy.demo --data $(DATA)
 
-bench: install system-deps
+bench: install system-deps peers-env
 	$(PY) benchmarks/run.py --data $(DATA)
+
+# The peers of `make bench` (section peers: statsforecast, mlforecast, LightGBM) in their own venv, exact pins.
+peers-env: .venv-peers/.installed
+
+.venv-peers/.installed: benchmarks/peers.lock
+	bash benchmarks/peers_env.sh install .venv-peers
+
+# Re-resolve benchmarks/peers.lock (exact pins, no URLs), constrained by requirements.lock (never changed by it).
+peers-lock:
+	bash benchmarks/peers_env.sh lock
 
 backtest: install
 	$(SE) backtest --data $(DATA) --out reports/backtest
