@@ -46,6 +46,7 @@ METER_SILENT = "meter_silent"  # its last complete hour is SE_STALE_AFTER_HOURS 
 LAGS_MISSING = "lags_missing"  # most of the model's usage lags are missing
 NO_HISTORY = "no_history"  # no profile either
 PROFILE_COLUMNS = ["last_complete_hour", "profile_kw"]
+HOUR = timedelta(hours=1)
 
 
 # --------------------------------------------------------------------------- the one NaN policy
@@ -62,13 +63,24 @@ def feast_value(proto: Any) -> Any:
     return list(value.val) if kind.endswith("_list_val") else value
 
 
-def model_input(rows: pd.DataFrame | Sequence[Mapping[str, Any]], features: Sequence[str],
+def feast_values(values: Mapping[str, Any], names: Sequence[str]) -> list[Any]:
+    """``feast_value`` of each of ``names`` in an online read's ``{name: ValueProto}`` (one call per view)."""
+    out = []
+    for name in names:
+        proto = values.get(name)
+        kind = proto.WhichOneof("val") if proto is not None else None
+        out.append(None if kind is None or kind == "null_val" else (
+            list(getattr(proto, kind).val) if kind.endswith("_list_val") else getattr(proto, kind)))
+    return out
+
+
+def model_input(rows: pd.DataFrame | Sequence[Mapping[str, Any] | Sequence[Any]], features: Sequence[str],
                 dtype: type = np.float32) -> np.ndarray:
     """The model's input: one row per Feast row, the columns in model order, every missing value NaN.
 
     Args:
-        rows: a frame (``get_online_features().to_df()``, a pushed feature row, point-in-time rows) or mappings
-            ``{feature: value or None}`` (the transformer's online read).
+        rows: a frame (``get_online_features().to_df()``, a pushed feature row, point-in-time rows), mappings
+            ``{feature: value or None}``, or lists of values in ``features``' order (the transformer's online read).
         features: the model's feature order.
         dtype: float32, what XGBoost computes in; the transformer keeps float64 because its monitors read the
             actuals (the lags) from the same rows.
@@ -82,7 +94,9 @@ def model_input(rows: pd.DataFrame | Sequence[Mapping[str, Any]], features: Sequ
         if missing:
             raise SmartEnergyError(f"the feature rows lack model feature(s) {', '.join(missing)}")
         return rows[features].to_numpy(dtype=np.float64, na_value=np.nan).astype(dtype, copy=False)
-    matrix = np.array([[row.get(f) for f in features] for row in rows], dtype=np.float64)  # None -> NaN
+    if len(rows) and type(rows[0]) is not list and isinstance(rows[0], Mapping):
+        rows = [[row.get(f) for f in features] for row in rows]
+    matrix = np.array(rows, dtype=np.float64)  # None -> NaN
     return matrix.reshape(len(rows), len(features)).astype(dtype, copy=False)
 
 
@@ -242,8 +256,9 @@ class Planner:
         """
         n = len(matrix)
         result = Plan([None] * n, [None] * n, [None] * n, [math.nan] * n, [None] * n)
-        asked_any = any(h is not None for h in forecast_hours)
+        asked_any = forecast_hours[0] is not None if n == 1 else any(h is not None for h in forecast_hours)
         rows: Sequence[int] = range(n)
+        lags = None
         if n > 64 and not asked_any and self.usage:  # a batch: numpy finds the few rows to look at
             missing = np.isnan(matrix[:, self._columns])
             recent = missing[:, self.recent] if self.recent else np.ones((n, 1), dtype=bool)
@@ -251,8 +266,11 @@ class Planner:
             result.stale_hours = [None if g < 0 else g for g in gap.tolist()]
             stale = (missing.sum(axis=1) * 2 > missing.shape[1]) | (gap < 0) | (gap >= stale_after_hours)
             rows = np.flatnonzero(stale).tolist()
-        # plain Python: a request's few rows cost less so than numpy's per-call overhead
-        lags = matrix[rows][:, self._columns].tolist() if self.usage else [[] for _ in rows]
+            lags = matrix[rows][:, self._columns].tolist()
+        elif self.usage:  # plain Python: a request's few rows cost less so than numpy's per-call overhead
+            lags = matrix[:, self._columns].tolist()
+        else:
+            lags = [[] for _ in rows]
         candidates, state = [], {}
         for i, values in zip(rows, lags):
             missing = [v != v for v in values]
@@ -268,12 +286,13 @@ class Planner:
                 if asked is not None and row is not None:
                     if asked < row:
                         continue  # not forecast here: the caller refuses an hour before the row's
-                    ahead = (asked - row) / timedelta(hours=1)
-            lags_missing = sum(missing) * 2 > len(missing)
+                    ahead = (asked - row) / HOUR
+            n_missing = sum(missing)
+            lags_missing = n_missing * 2 > len(missing)
             # gap None (3 h or more from the lags alone) is stale at any threshold: the lags rule catches it otherwise
             if lags_missing or gap is None or gap + ahead >= stale_after_hours or ahead > 0:
                 candidates.append(i)
-                state[i] = (gap, ahead, lags_missing, sum(missing))
+                state[i] = (gap, ahead, lags_missing, n_missing)
         if candidates:
             self._fall_back(result, candidates, state, row_hours, forecast_hours, stale_after_hours, profiles)
         return result
@@ -285,7 +304,7 @@ class Planner:
             hour = forecast_hours[i] or row_hours[i]
             stale = None
             if profile is not None and hour is not None:
-                stale = int((hour - profile.last_complete_hour) / timedelta(hours=1)) - 1
+                stale = int((hour - profile.last_complete_hour) / HOUR) - 1
                 result.stale_hours[i] = stale
             elif gap is not None:
                 stale = int(gap + ahead)

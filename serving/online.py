@@ -11,10 +11,12 @@ import numpy as np
 
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.feast_store import PROFILE_VIEW
-from smart_energy.components.online_rows import PROFILE, PROFILE_COLUMNS, MeterProfile, feast_value, model_input
+from smart_energy.components.online_rows import (PROFILE, PROFILE_COLUMNS, MeterProfile, feast_value, feast_values,
+                                                 model_input)
 from smart_energy.serving.logic import RequestError
 
 FEATURE_VIEW_REFRESH_SECONDS = 300.0
+MAX_CACHED_KEYS = 100_000  # entity-key protos kept (a fleet's meters); beyond, the cache starts again
 
 
 def _utc(hour: datetime | None) -> datetime | None:
@@ -39,20 +41,21 @@ class OnlineFeatureReader:
         self.provider = get_provider(store.config)
         self.service_name = service_name
         self.features = list(features)
-        self._views: list[tuple[Any, list[str]]] = []
+        self._views: list[tuple[Any, list[int], list[str]]] = []
         self._profile_view: Any = None
         self._resolved_at = -math.inf
+        self._key_cache: dict[str, Any] = {}
 
     def _resolve(self) -> None:
         from feast.errors import FeatureViewNotFoundException
 
         service = self.store.get_feature_service(self.service_name)
-        wanted = set(self.features)
+        index = {name: i for i, name in enumerate(self.features)}
         views, seen = [], set()
         for projection in service.feature_view_projections:
             view = self.store.get_feature_view(projection.name)
-            names = [f.name for f in projection.features if f.name in wanted]
-            views.append((view, names))
+            names = [f.name for f in projection.features if f.name in index]
+            views.append((view, [index[n] for n in names], names))
             seen.update(names)
         missing = [f for f in self.features if f not in seen]
         if missing:
@@ -65,10 +68,19 @@ class OnlineFeatureReader:
         self._resolved_at = time.monotonic()
 
     def _keys(self, meter_ids: Sequence[str]) -> list:
+        """Feast's entity keys of the meters (built once per meter: they are only serialised)."""
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
-        return [EntityKey(join_keys=["meter_id"], entity_values=[Value(string_val=m)]) for m in meter_ids]
+        cache, keys = self._key_cache, []
+        for meter in meter_ids:
+            key = cache.get(meter)
+            if key is None:
+                if len(cache) >= MAX_CACHED_KEYS:
+                    cache.clear()
+                key = cache[meter] = EntityKey(join_keys=["meter_id"], entity_values=[Value(string_val=meter)])
+            keys.append(key)
+        return keys
 
     def read(self, meter_ids: Sequence[str]) -> tuple[np.ndarray, list[datetime | None]]:
         """The model input of each meter's online row (``online_rows.model_input``: missing values NaN, float64 for
@@ -76,20 +88,21 @@ class OnlineFeatureReader:
         if time.monotonic() - self._resolved_at > FEATURE_VIEW_REFRESH_SECONDS:
             self._resolve()
         keys = self._keys(meter_ids)
-        records: list[dict[str, Any]] = [{} for _ in meter_ids]
+        width = len(self.features)
+        rows: list[list[Any]] = [[None] * width for _ in meter_ids]  # model order; None: Feast holds no value
         event_hours: list[datetime | None] = [None] * len(meter_ids)
-        for view, names in self._views:
+        for view, columns, names in self._views:
             for row, (event_ts, values) in enumerate(self.provider.online_read(self.store.config, view, keys, names)):
                 if values is None:
                     raise RequestError(f"no online features for meter {meter_ids[row]!r} in {view.name} (unknown "
                                        f"meter, or its features were never materialised)",
                                        status=404, reason="unknown_meter")
-                record = records[row]
-                for name in names:
-                    record[name] = feast_value(values.get(name))
+                out = rows[row]
+                for col, value in zip(columns, feast_values(values, names)):
+                    out[col] = value
                 if event_ts is not None:
                     event_hours[row] = max(event_hours[row] or event_ts, event_ts)
-        return model_input(records, self.features, np.float64), [_utc(h) for h in event_hours]
+        return model_input(rows, self.features, np.float64), [_utc(h) for h in event_hours]
 
     def profiles(self, meter_ids: Sequence[str]) -> list[MeterProfile | None]:
         """Each meter's published profile and last complete hour; None where there is none."""
