@@ -144,18 +144,20 @@ def weekly_profile(hourly: pd.DataFrame) -> pd.DataFrame:
         first: the means over the ``PROFILE_WEEKS`` weeks up to the last complete hour). Meters without a complete
         hour have no row.
     """
-    meter = hourly["meter_id"].astype(str).to_numpy()
+    all_codes, all_names = pd.factorize(hourly["meter_id"].astype(str).to_numpy(), sort=True)
     stamps = pd.DatetimeIndex(hourly["timestamp"]).tz_convert("UTC")
     kw = usable_usage(hourly).to_numpy(dtype=np.float64)
-    row_hour = pd.Series(stamps, index=meter).groupby(level=0).max() + pd.Timedelta(hours=1)
+    row_hour = pd.Series(stamps.asi8).groupby(all_codes).max() + pd.Timedelta(hours=1).value
     have = ~np.isnan(kw)
-    meter, stamps, kw = meter[have], stamps[have], kw[have]
-    names, codes = np.unique(meter, return_inverse=True)
+    # the meters with a complete hour, numbered 0.. in their sorted order
+    kept, codes = np.unique(all_codes[have], return_inverse=True)
+    stamps, kw = stamps[have], kw[have]
     ns = stamps.asi8
     last = pd.Series(ns).groupby(codes).max().to_numpy() if len(ns) else np.zeros(0, dtype=np.int64)
     window = ns > last[codes] - PROFILE_HOURS * 3600 * 10**9
-    profiles = _profiles(codes[window], len(names), stamps[window], kw[window])
-    return pd.DataFrame({"meter_id": names, "event_timestamp": row_hour.reindex(names).reset_index(drop=True),
+    profiles = _profiles(codes[window], len(kept), stamps[window], kw[window])
+    return pd.DataFrame({"meter_id": np.asarray(all_names, dtype=object)[kept],
+                         "event_timestamp": pd.DatetimeIndex(row_hour.to_numpy()[kept], tz="UTC"),
                          "created": pd.Timestamp.now(tz="UTC").floor("s"),
                          "last_complete_hour": last // 10**9,
                          "profile_kw": pd.Series(list(profiles), dtype=object)})
