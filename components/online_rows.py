@@ -52,19 +52,9 @@ HOUR = timedelta(hours=1)
 # --------------------------------------------------------------------------- the one NaN policy
 
 
-def feast_value(proto: Any) -> Any:
-    """A Feast ``ValueProto`` as a Python value; None when it holds nothing (Feast's missing value)."""
-    if proto is None:
-        return None
-    kind = proto.WhichOneof("val")
-    if kind is None or kind == "null_val":
-        return None
-    value = getattr(proto, kind)
-    return list(value.val) if kind.endswith("_list_val") else value
-
-
 def feast_values(values: Mapping[str, Any], names: Sequence[str]) -> list[Any]:
-    """``feast_value`` of each of ``names`` in an online read's ``{name: ValueProto}`` (one call per view)."""
+    """Each of ``names`` in an online read's ``{name: ValueProto}`` as a Python value (a list for a list type); None
+    where Feast holds nothing, its missing value."""
     out = []
     for name in names:
         proto = values.get(name)
@@ -104,12 +94,7 @@ def next_hour_kw(booster: Any, matrix: np.ndarray) -> np.ndarray:
     """Next-hour kW per row of the model input, clipped at 0 (a mean power is never negative); the numbers of
     ``booster.predict(DMatrix(matrix))`` otherwise."""
     kw = booster.inplace_predict(np.ascontiguousarray(matrix, dtype=np.float32)).astype(np.float64).ravel()
-    return non_negative_kw(kw)
-
-
-def non_negative_kw(kw: np.ndarray) -> np.ndarray:
-    """Forecast kW clipped at 0."""
-    return np.maximum(np.asarray(kw, dtype=np.float64), 0.0)
+    return np.maximum(kw, 0.0)
 
 
 # --------------------------------------------------------------------------- the weekly profile

@@ -11,8 +11,7 @@ import numpy as np
 
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.feast_store import PROFILE_VIEW
-from smart_energy.components.online_rows import (PROFILE, PROFILE_COLUMNS, MeterProfile, feast_value, feast_values,
-                                                 model_input)
+from smart_energy.components.online_rows import PROFILE, PROFILE_COLUMNS, MeterProfile, feast_values, model_input
 from smart_energy.serving.logic import RequestError
 
 FEATURE_VIEW_REFRESH_SECONDS = 300.0
@@ -109,8 +108,8 @@ class OnlineFeatureReader:
         if self._profile_view is None:
             return [None] * len(meter_ids)
         rows = self.provider.online_read(self.store.config, self._profile_view, self._keys(meter_ids), PROFILE_COLUMNS)
-        return [None if values is None else
-                MeterProfile.from_feast(*(feast_value(values.get(c)) for c in PROFILE_COLUMNS)) for _, values in rows]
+        return [None if values is None else MeterProfile.from_feast(*feast_values(values, PROFILE_COLUMNS))
+                for _, values in rows]
 
 
 def check_hours(meter_ids: Sequence[str], wanted: Sequence[datetime | None], have: Sequence[datetime | None],
