@@ -263,11 +263,17 @@ def dayahead_plots(frames: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def cell(key: str, value: float | None, fmt: str = "{:,.3f}") -> str:
+    """A table cell whose number readers and tests find by ``data-key``; a dash, and no data-value, for no figure
+    (the yearly saving under 28 backtested days)."""
+    if value is None:
+        return "<td>–</td>"
+    return f'<td data-key="{html.escape(key)}" data-value="{value!r}">{fmt.format(value)}</td>'
+
+
 def render_html(report: dict[str, Any], images: dict[str, str]) -> str:
     """One self-contained page; every number shown carries its JSON key in ``data-key``."""
-    def num(key: str, value: float, fmt: str = "{:,.3f}") -> str:
-        return f'<td data-key="{html.escape(key)}" data-value="{value!r}">{fmt.format(value)}</td>'
-
+    num = cell
     q, d, p = report["data_quality"], report["drift"], report["performance"]
     img = lambda name: (f'<img alt="{name}" src="data:image/png;base64,{images[name]}">'  # noqa: E731
                         if name in images else "<p>(no drift detector saved with this model)</p>")
@@ -340,11 +346,12 @@ def dayahead_html(report: dict[str, Any], img, num) -> str:
                          if load["recommended_window"] else "no shift advised")
                       + f" (typical run {load['typical_run_hours']:g} h, {load['kwh_per_day']:.2f} kWh/day)</li>"
                       for load in a["loads"])
+    caveat = f"<p><b>{html.escape(d['savings_caveat'])}</b></p>" if d.get("savings_caveat") else ""
     return f"""<h2>Day ahead and advice</h2>
 <p>Model {html.escape(d['model_version'])}: {d['origins']:,} origins x 24 leads, each band calibrated on the
 actuals known before it.</p><table>{rows}</table>{img('band')}
 <h3>Next 24 hours ({html.escape(a['tariff'])})</h3><ul>{windows}</ul>{img('loads')}
-<table>{savings}</table><p>{html.escape(d['savings_method'])}</p>"""
+<table>{savings}</table>{caveat}<p>{html.escape(d['savings_method'])}</p>"""
 
 
 def write_report(report: dict[str, Any], images: dict[str, str], out: str | Path) -> dict[str, Path]:
