@@ -190,7 +190,8 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         production = production or registry.stage_version(store, settings.model_name, "production")
     if not candidate:
         if store is not None and not registry.list_versions(store, settings.model_name):
-            known = sorted({k.split("/")[1] for k in store.list("models") if k.count("/") >= 3})
+            known = sorted({k.split("/")[1] for k in store.list("models") if k.count("/") >= 3}
+                           - {settings.model_name})
             if known:  # a typo in --model / SE_MODEL_NAME, not a fresh install: say what the store holds
                 raise SmartEnergyError(f"model {settings.model_name!r} has no versions in {store.uri}; it holds "
                                        f"{', '.join(known)} (check --model or SE_MODEL_NAME)")

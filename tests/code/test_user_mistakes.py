@@ -135,3 +135,15 @@ def test_the_script_itself_prints_one_line(places, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == "smart-energy: error: SE_MIN_MINUTES_PER_HOUR='abc': not an integer (default 45)\n"
     assert not (tmp_path / "m").exists()
+
+
+def test_rollout_of_a_misspelt_model_names_the_models_the_store_holds(places, env, capsys):
+    """A fresh store (nothing registered) is no error for the CronJob; a name the store lacks beside others is."""
+    assert main(["rollout", "--model", "energy-forecastr"]) == 0  # an empty store: nothing to roll out yet
+    assert "no candidate registered" in capsys.readouterr().err
+    version = env / "artifacts" / "models" / "energy-forecaster" / "v1"
+    version.mkdir(parents=True)
+    (version / "metadata.json").write_text("{}")
+    assert main(["rollout", "--model", "energy-forecastr"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'energy-forecastr' has no versions" in err and "it holds energy-forecaster" in err
