@@ -279,15 +279,54 @@ def rolling_forecast(booster: xgb.Booster, pairs: pd.DataFrame, fallback: float)
     return calibrate(raw, shift)
 
 
+def split_fallback_pairs(pairs: pd.DataFrame, hourly: pd.DataFrame, settings: Settings | None = None
+                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The pairs the model answers, and those of origins the servers answer with the meter's weekly profile
+    (``evaluate.split_fallback_hours`` on the origin rows: the same plan as the transformer's), with
+    ``fallback_kw`` (the profile at each target hour) and ``fallback_reason``."""
+    from smart_energy.components.evaluate import split_fallback_hours
+    from smart_energy.components.online_rows import profile_at, profile_forecast
+
+    keys = ["meter_id", "event_timestamp"]
+    origins = pairs.drop_duplicates(keys)[[*keys, *FEATURES]].reset_index(drop=True)
+    _, stale = split_fallback_hours(origins, list(FEATURES), hourly, settings)
+    if stale.empty:
+        return pairs, pairs.iloc[:0].assign(fallback_kw=np.zeros(0), fallback_reason=pd.Series(dtype=object))
+    reasons = stale.set_index(keys)["fallback_reason"]
+    at = pd.MultiIndex.from_frame(pairs[keys])
+    is_fallback = at.isin(reasons.index)
+    fallback = pairs[is_fallback].reset_index(drop=True)
+    kw = np.empty(len(fallback))
+    for (meter, origin), rows in fallback.groupby(keys).indices.items():
+        meter_hourly = hourly[hourly["meter_id"] == meter].sort_values("timestamp")
+        kw[rows] = profile_forecast(profile_at(meter_hourly, origin), fallback["target_timestamp"].iloc[rows])
+    fallback["fallback_kw"] = kw
+    fallback["fallback_reason"] = reasons.reindex(pd.MultiIndex.from_frame(fallback[keys])).to_numpy()
+    return pairs[~is_fallback].reset_index(drop=True), fallback
+
+
+def fallback_pair_scores(fallback: pd.DataFrame) -> dict[str, Any]:
+    """The profile-answered pairs, counted apart from the model's: origins, pairs, by reason, MAE."""
+    if fallback.empty:
+        return {"origins": 0, "pairs": 0}
+    actual = fallback["target_kw"].to_numpy()
+    return {"origins": int(fallback[["meter_id", "event_timestamp"]].drop_duplicates().shape[0]),
+            "pairs": int(len(fallback)),
+            "by_reason": fallback.drop_duplicates(["meter_id", "event_timestamp"])["fallback_reason"]
+            .value_counts().to_dict(),
+            "mae_kw": float(np.mean(np.abs(fallback["fallback_kw"].to_numpy() - actual)))}
+
+
 def score_hourly(booster: xgb.Booster, metadata: dict[str, Any], data: pd.DataFrame, history: pd.DataFrame | None,
                  settings: Settings | None = None) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray]:
     """Every origin hour of ``data`` scored (each band calibrated on the pairs before it): the result, the pairs
     and their forecasts (what ``evaluate`` prints and the monitoring report plots)."""
     pairs, skipped = scoring_pairs(data, history, settings)
+    pairs, fallback = split_fallback_pairs(pairs, with_history(data, history), settings)
     forecast = rolling_forecast(booster, pairs, metadata["conformal_kw"])
     result = {"horizon_hours": HORIZON_HOURS, "model_version": metadata["version"], "quantiles": list(QUANTILES)}
     result |= score_pairs(pairs, forecast)
-    result |= {"pairs_skipped": skipped, "gaps": find_gaps(data),
+    result |= {"fallback": fallback_pair_scores(fallback), "pairs_skipped": skipped, "gaps": find_gaps(data),
                "first_origin": str(pairs["event_timestamp"].min()), "last_origin": str(pairs["event_timestamp"].max())}
     return result, pairs, forecast
 
