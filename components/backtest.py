@@ -16,8 +16,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from smart_energy.components.errors import SmartEnergyError
-from smart_energy.components.evaluate import BASELINES, EXTRA_BASELINES, predict, score_frame
-from smart_energy.components.features import check_history
+from smart_energy.components.evaluate import (BASELINES, EXTRA_BASELINES, predict, score_frame,
+                                              split_fallback_hours)
+from smart_energy.components.features import FEATURES, check_history
 from smart_energy.components.ingest import load_hourly
 from smart_energy.components.settings import Settings, get_settings
 from smart_energy.components.train import fit_booster, time_split, training_frame
@@ -27,7 +28,8 @@ def backtest(data: str | Path, weeks: int = 4, settings: Settings | None = None)
     """Weekly folds over the last ``weeks`` weeks of ``data``, features from a scratch feature store.
 
     An hour is scored when its target is complete and persistence exists; the others are counted per
-    fold (``skipped_target_missing``, ``skipped_no_persistence``). A week with no scorable hour (inside
+    fold (``skipped_target_missing``, ``skipped_no_persistence``), and so are the hours a stale meter's profile
+    answers in the servers (``fallback_hours``, ``evaluate.split_fallback_hours``), which are not the model's. A week with no scorable hour (inside
     a gap) keeps its row with ``hours`` 0 and no scores.
 
     Returns:
@@ -48,10 +50,13 @@ def backtest(data: str | Path, weeks: int = 4, settings: Settings | None = None)
         stop = start + pd.Timedelta(weeks=1)
         history = frame[frame["event_timestamp"] < start]
         week = scored[(scored["event_timestamp"] >= start) & (scored["event_timestamp"] < stop)]
+        # the hours the servers answer with a stale meter's profile are not the model's: counted apart
+        week, fallback = split_fallback_hours(week, list(FEATURES), hourly, settings) if len(week) else (week, week)
         grid = hourly[(hourly["timestamp"] >= start) & (hourly["timestamp"] < stop)]
         targets = int(((frame["event_timestamp"] >= start) & (frame["event_timestamp"] < stop)).sum())
-        row = {"week_start": start, "hours": int(len(week)), "skipped_target_missing": int(len(grid) - targets),
-               "skipped_no_persistence": targets - int(len(week))}
+        row = {"week_start": start, "hours": int(len(week)), "fallback_hours": int(len(fallback)),
+               "skipped_target_missing": int(len(grid) - targets),
+               "skipped_no_persistence": targets - int(len(week)) - int(len(fallback))}
         if len(history) < 24 * 7:
             raise SmartEnergyError(f"fold {start:%Y-%m-%d}: only {len(history)} hours to train on; need a week")
         if week.empty:
@@ -116,6 +121,7 @@ def summary(weekly: pd.DataFrame) -> dict[str, Any]:
     cols = [c for c in weekly.columns if c.endswith("_mae_kw")]
     return {"weeks": int(len(weekly)), "weeks_without_scored_hours": int(len(weekly) - len(scored)),
             "hours": int(weekly["hours"].sum()),
+            "fallback_hours": int(weekly["fallback_hours"].sum()),
             "hours_skipped": {"target_missing": int(weekly["skipped_target_missing"].sum()),
                               "no_persistence": int(weekly["skipped_no_persistence"].sum())},
             **{c: float((scored[c] * w).sum()) for c in cols}}

@@ -117,6 +117,9 @@ def test_backtest_cli_runs_through_the_hole_and_counts_skips(trained, gap_file, 
     weekly = pd.read_csv(out / "backtest_weekly.csv", parse_dates=["week_start"])
     hole = weekly[weekly["week_start"] == pd.Timestamp("2007-02-08", tz="UTC")].iloc[0]
     assert hole["skipped_target_missing"] >= 72 and hole["skipped_no_persistence"] == 1
+    # the second hour after the hole has most usage lags missing: the servers answer it with the profile, so the
+    # backtest counts it apart from the model's hours, as evaluate does
+    assert hole["fallback_hours"] == 1 and summary["fallback_hours"] == int(weekly["fallback_hours"].sum())
     assert summary["hours_skipped"] == {"target_missing": int(weekly["skipped_target_missing"].sum()),
                                         "no_persistence": int(weekly["skipped_no_persistence"].sum())}
     assert summary["hours_skipped"]["target_missing"] == 72 + incomplete_elsewhere["target_missing"]
