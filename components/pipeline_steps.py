@@ -289,11 +289,14 @@ def evaluation_markdown(comparison: dict[str, Any]) -> str:
 PIPELINE_JOB = "smart-energy-training"
 
 
-def report_success(settings: Settings, promoted: bool, now: float | None = None) -> bool:
-    """Tell Prometheus (through its Pushgateway) that the pipeline finished; what SmartEnergyPipelineStale watches.
+def report_success(settings: Settings, promoted: bool, model: str | None = None, now: float | None = None) -> bool:
+    """Tell Prometheus (through its Pushgateway) that the pipeline trained ``model``; what SmartEnergyPipelineStale
+    watches, per model.
 
     A batch job has no /metrics endpoint to scrape, so it pushes its completion, as the Prometheus docs
-    advise for service-level batch jobs. No ``SE_PUSHGATEWAY_URL``: nothing to report to (returns False).
+    advise for service-level batch jobs. Each model is its own group (grouping key ``model``), so a run that
+    trains only the next-hour model (the loop's) refreshes that model's time and not the day-ahead one's.
+    No ``SE_PUSHGATEWAY_URL``: nothing to report to (returns False).
     """
     import time
 
@@ -306,5 +309,6 @@ def report_success(settings: Settings, promoted: bool, now: float | None = None)
           registry=registry).set(time.time() if now is None else now)
     Gauge("se_pipeline_last_run_promoted", "1 when the last run's model was offered for deployment",
           registry=registry).set(1 if promoted else 0)
-    push_to_gateway(settings.pushgateway_url, job=PIPELINE_JOB, registry=registry, timeout=10)
+    push_to_gateway(settings.pushgateway_url, job=PIPELINE_JOB, registry=registry, timeout=10,
+                    grouping_key={"model": model or settings.model_name})
     return True

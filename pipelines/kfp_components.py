@@ -155,7 +155,8 @@ def deploy_request(decision: Input[Artifact], request: Output[Artifact]):
     with open(request.path, "w") as fh:
         yaml.safe_dump(body, fh, sort_keys=False, width=1000)
     print(yaml.safe_dump(body, sort_keys=False, width=1000))
-    report_success(settings, promoted=bool(verdict["promote"]))  # the last step: the run succeeded
+    # the last step of the model's branch: the run trained it
+    report_success(settings, promoted=bool(verdict["promote"]), model=verdict["model_name"])
 
 
 # --------------------------------------------------------------------------- batch scoring (a fleet)
