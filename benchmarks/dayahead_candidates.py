@@ -299,11 +299,21 @@ def run(fit_pairs: pd.DataFrame, fit_origins: pd.DataFrame, eval_pairs: pd.DataF
     return out
 
 
+def day_bootstrap(pairs: pd.DataFrame, diff: np.ndarray, n: int = 2000) -> tuple[float, float, float]:
+    """Mean of ``diff`` and its 90 % interval, resampling whole origin days (pairs of one day are correlated)."""
+    day = pd.DatetimeIndex(pairs["event_timestamp"]).floor("D").asi8
+    days, where = np.unique(day, return_inverse=True)
+    sums, counts = np.bincount(where, diff, len(days)), np.bincount(where, minlength=len(days))
+    pick = np.random.default_rng(7).integers(0, len(days), (n, len(days)))
+    boot = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
+    return float(np.quantile(boot, 0.05)), float(diff.mean()), float(np.quantile(boot, 0.95))
+
+
 def report(runs: list[tuple[pd.DataFrame, dict[str, Any]]]) -> dict[str, dict]:
     """Print the pooled scores of one or more (eval pairs, run) folds, and per-fold overall MAE when several."""
     pairs = pd.concat([p for p, _ in runs], ignore_index=True)
     names = [n for n in runs[0][1] if not n.startswith("_")]
-    results, rows = {}, []
+    results, rows, deltas = {}, [], []
     for name in names:
         forecast = np.vstack([r[name][0] for _, r in runs])
         seconds = float(np.mean([r[name][1] for _, r in runs]))
@@ -313,6 +323,13 @@ def report(runs: list[tuple[pd.DataFrame, dict[str, Any]]]) -> dict[str, dict]:
                              "weights": runs[-1][1][name][3], "per_fold_mae": per_fold}
         rows.append(row(name, s, seconds) + ("  folds " + " ".join(f"{m:.3f}" for m in per_fold)
                                              if len(runs) > 1 else ""))
+        err = np.abs(forecast[:, 1] - pairs["target_kw"].to_numpy())
+        if name == names[0]:
+            base_err = err
+        else:
+            lo, mid, hi = day_bootstrap(pairs, err - base_err)
+            results[name]["delta_vs_first"] = [lo, mid, hi]
+            deltas.append(f"{name[:34]:34s} {mid:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     nh_pred = np.concatenate([r["_nh"][0] for _, r in runs])
     nh_y = np.concatenate([r["_nh"][1] for _, r in runs])
     nh_mae = float(np.mean(np.abs(nh_pred - nh_y)))
@@ -330,6 +347,10 @@ def report(runs: list[tuple[pd.DataFrame, dict[str, Any]]]) -> dict[str, dict]:
             w = s["weights"]
             print(f"blend weights of the next-hour forecast ({name}): "
                   + ", ".join(f"L{k}={w[k]:.2f}" for k in (1, 2, 3, 4, 6, 9, 12, 18, 24)))
+    if deltas:
+        print(f"overall P50 MAE minus {names[0]!r}'s, kW: mean [90 % interval, bootstrap over origin days]")
+        for d in deltas:
+            print("  " + d)
     print("rounds: " + "; ".join(f"{n.split()[0]}={s['rounds']}" for n, s in results.items()), flush=True)
     return results | {"_next_hour_lead1": nh_mae}
 
