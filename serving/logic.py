@@ -311,14 +311,3 @@ def _text(value: Any) -> Any:
         except UnicodeDecodeError:
             raise RequestError("BYTES value is not UTF-8", reason="wrong_type") from None
     return value
-
-
-# --------------------------------------------------------------------------- model
-
-
-def forecast(booster: Any, matrix: np.ndarray) -> np.ndarray:
-    """Next-hour kW per row, never below 0 (``online_rows.next_hour_kw``: the numbers of
-    ``booster.predict(DMatrix(matrix))`` otherwise)."""
-    from smart_energy.components.online_rows import next_hour_kw
-
-    return next_hour_kw(booster, matrix)

@@ -229,7 +229,7 @@ class Loop:
     def run(self) -> dict[str, Any]:
         from smart_energy.components.feast_store import apply, open_feature_store, push
         from smart_energy.components.storage import open_store
-        from smart_energy.serving.logic import forecast
+        from smart_energy.components.online_rows import next_hour_kw
 
         started = time.monotonic()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -302,7 +302,7 @@ class Loop:
 
             answer = planner.plan(row[None, :], [target], [None], self.settings.stale_after_hours, profiles)
             if answer.fallback[0] is None:
-                return float(forecast(frozen_booster, row[None, :])[0]), None
+                return float(next_hour_kw(frozen_booster, row[None, :])[0]), None
             return (answer.kw[0] if answer.fallback[0] == "profile" else None), answer.reason[0]
 
         def ask_and_log(target: pd.Timestamp, row: np.ndarray, i: int, tail: pd.DataFrame) -> None:

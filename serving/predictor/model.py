@@ -17,7 +17,8 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import ModelMissingError
 
 from smart_energy.components.registry import MODEL_FILE, load_booster
-from smart_energy.serving.logic import RequestError, check_requested_outputs, forecast, parse_v1, parse_v2
+from smart_energy.components.online_rows import next_hour_kw
+from smart_energy.serving.logic import RequestError, check_requested_outputs, parse_v1, parse_v2
 
 OUTPUT_NAME = "output-0"  # what KServe's xgboost runtime calls its output
 
@@ -64,7 +65,7 @@ class EnergyPredictor(Model):
             raise RequestError("the predictor takes feature rows; send meter_id requests to the transformer",
                                reason="entity_at_predictor")
         if self.conformal_kw is None:
-            columns = [forecast(self._booster, batch.matrix)]
+            columns = [next_hour_kw(self._booster, batch.matrix)]
         else:  # day ahead: P10, P50, P90 per row
             import pandas as pd
 

@@ -186,15 +186,13 @@ def negative_model(model_dir: Path) -> Path:
 def test_no_path_forecasts_below_zero_kw(shared_data, tmp_path):
     from smart_energy.components.evaluate import predict
     from smart_energy.components.registry import load_booster
-    from smart_energy.serving.logic import forecast
 
     model_dir = negative_model(tmp_path / "negative")
     booster, _ = load_booster(model_dir)
     rows = build_feature_frame(ingest_file(raw_until(shared_data, tmp_path / "d.txt", "26/12/2006;23:59:00")).hourly)
     assert booster.predict(xgb.DMatrix(rows[FEATURES].astype(float), feature_names=FEATURES)).max() < -0.5
     matrix = model_input(rows, FEATURES)
-    for kw in (next_hour_kw(booster, matrix),  # the one function
-               forecast(booster, matrix),  # the predictor's and the loop's
+    for kw in (next_hour_kw(booster, matrix),  # the one function: the predictor's, the loop's, batch's
                predict(booster, rows, FEATURES)):  # evaluate's and the monitoring report's
         assert len(kw) == len(rows) and (kw == 0.0).all()
     # batch predict
