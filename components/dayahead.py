@@ -284,7 +284,7 @@ def split_fallback_pairs(pairs: pd.DataFrame, hourly: pd.DataFrame, settings: Se
     """The pairs the model answers, and those of origins the servers answer with the meter's weekly profile
     (``evaluate.split_fallback_hours`` on the origin rows: the same plan as the transformer's), with
     ``fallback_kw`` (the profile at each target hour) and ``fallback_reason``."""
-    from smart_energy.components.evaluate import split_fallback_hours
+    from smart_energy.components.evaluate import meter_parts, split_fallback_hours
     from smart_energy.components.online_rows import profile_at, profile_forecast
 
     keys = ["meter_id", "event_timestamp"]
@@ -297,9 +297,9 @@ def split_fallback_pairs(pairs: pd.DataFrame, hourly: pd.DataFrame, settings: Se
     is_fallback = at.isin(reasons.index)
     fallback = pairs[is_fallback].reset_index(drop=True)
     kw = np.empty(len(fallback))
+    parts = meter_parts(hourly)
     for (meter, origin), rows in fallback.groupby(keys).indices.items():
-        meter_hourly = hourly[hourly["meter_id"] == meter].sort_values("timestamp")
-        kw[rows] = profile_forecast(profile_at(meter_hourly, origin), fallback["target_timestamp"].iloc[rows])
+        kw[rows] = profile_forecast(profile_at(parts(meter), origin), fallback["target_timestamp"].iloc[rows])
     fallback["fallback_kw"] = kw
     fallback["fallback_reason"] = reasons.reindex(pd.MultiIndex.from_frame(fallback[keys])).to_numpy()
     return pairs[~is_fallback].reset_index(drop=True), fallback

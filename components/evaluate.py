@@ -68,6 +68,18 @@ def predict(booster: xgb.Booster, frame: pd.DataFrame, features: list[str] = FEA
     return next_hour_kw(booster, model_input(frame, features))
 
 
+def meter_parts(hourly: pd.DataFrame):
+    """``part(meter)``: that meter's hourly rows in time order, split from ``hourly`` once (on first use)."""
+    groups: dict[str, pd.DataFrame] = {}
+
+    def part(meter: str) -> pd.DataFrame:
+        if not groups:
+            groups.update({str(m): g.sort_values("timestamp") for m, g in hourly.groupby("meter_id", sort=False)})
+        return groups[str(meter)]
+
+    return part
+
+
 def split_fallback_hours(frame: pd.DataFrame, features: list[str], hourly: pd.DataFrame,
                          settings: Settings | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The scored hours the model answers, and those the servers answer with a stale meter's profile instead
@@ -78,12 +90,10 @@ def split_fallback_hours(frame: pd.DataFrame, features: list[str], hourly: pd.Da
     settings = settings or get_settings()
     meters = frame["meter_id"].astype(str).tolist()
     hours = list(frame["event_timestamp"])
-    parts: dict[str, pd.DataFrame] = {}
+    parts = meter_parts(hourly)
 
     def profiles(rows: list[int]) -> list:
-        for meter in {meters[i] for i in rows} - set(parts):
-            parts[meter] = hourly[hourly["meter_id"].astype(str) == meter].sort_values("timestamp")
-        return [profile_at(parts[meters[i]], hours[i]) for i in rows]
+        return [profile_at(parts(meters[i]), hours[i]) for i in rows]
 
     answer = plan(model_input(frame, features), features, hours, [None] * len(frame), settings.stale_after_hours,
                   profiles)
