@@ -44,15 +44,19 @@ SHARED = REPO.parent / "shared" / "data" / "household_power_consumption_2006-12_
 TIMES: dict[str, list] = defaultdict(lambda: [0, 0.0])
 
 
+def _record(name: str, start: float) -> None:
+    entry = TIMES[name]
+    entry[0] += 1
+    entry[1] += time.perf_counter() - start
+
+
 def _timed(name, fn):
     def wrapper(*args, **kwargs):
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
-            entry = TIMES[name]
-            entry[0] += 1
-            entry[1] += time.perf_counter() - start
+            _record(name, start)
     wrapper.__wrapped__ = fn
     return wrapper
 
@@ -63,9 +67,7 @@ def _atimed(name, fn):
         try:
             return await fn(*args, **kwargs)
         finally:
-            entry = TIMES[name]
-            entry[0] += 1
-            entry[1] += time.perf_counter() - start
+            _record(name, start)
     wrapper.__wrapped__ = fn
     return wrapper
 
