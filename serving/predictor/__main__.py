@@ -2,7 +2,8 @@
 
 On a cluster this is the container of the ServingRuntime ``smart-energy-xgboost``, started with
 ``--model_name={{.Name}} --model_dir=/mnt/models`` (where KServe's storage initializer put the version folder).
-XGBoost's threads follow the container's CPU limit (``SE_XGB_THREADS`` overrides); the start-up log says how many.
+XGBoost gets the serving budget (components/threads.py: one thread per predict, within the container's CPU limit;
+``SE_XGB_THREADS`` overrides); the start-up log says how many.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 import sys
 import tempfile
 
-from smart_energy.components.errors import SmartEnergyError
-from smart_energy.components.settings import get_settings
-from smart_energy.serving.predictor.model import EnergyPredictor
-from smart_energy.components.registry import resolve_model_dir
-from smart_energy.components.threads import cpu_budget
-from smart_energy.serving.server import base_parser, start_server
+from smart_energy.components.threads import cpu_budget, use_for_serving
+
+use_for_serving()  # before xgboost loads: one thread per predict, and libgomp's idle threads sleep
+
+from smart_energy.components.errors import SmartEnergyError  # noqa: E402
+from smart_energy.components.settings import get_settings  # noqa: E402
+from smart_energy.serving.predictor.model import EnergyPredictor  # noqa: E402
+from smart_energy.components.registry import resolve_model_dir  # noqa: E402
+from smart_energy.serving.server import base_parser, start_server  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

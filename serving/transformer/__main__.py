@@ -5,13 +5,17 @@ from __future__ import annotations
 import sys
 import tempfile
 
-import kserve
+from smart_energy.components.threads import use_for_serving
 
-from smart_energy.components.errors import SmartEnergyError
-from smart_energy.components.registry import resolve_model_dir
-from smart_energy.components.settings import get_settings
-from smart_energy.serving.server import base_parser, start_server
-from smart_energy.serving.transformer.model import EnergyTransformer
+use_for_serving()  # the transformer loads xgboost too (the drift detector's imports): no spinning OpenMP threads
+
+import kserve  # noqa: E402
+
+from smart_energy.components.errors import SmartEnergyError  # noqa: E402
+from smart_energy.components.registry import resolve_model_dir  # noqa: E402
+from smart_energy.components.settings import get_settings  # noqa: E402
+from smart_energy.serving.server import base_parser, start_server  # noqa: E402
+from smart_energy.serving.transformer.model import EnergyTransformer  # noqa: E402
 
 DEFAULT_PREDICTOR_TIMEOUT_SECONDS = 10  # a forecast is ~ms; a stuck predictor should fail fast, not in 600 s
 

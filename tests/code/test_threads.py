@@ -99,3 +99,27 @@ def test_the_setting_overrides(tmp_path):
 def test_no_hard_coded_thread_count(module):
     text = (Path(__file__).resolve().parents[2] / module).read_text()
     assert '"nthread": 2' not in text and "DEFAULT_NTHREAD" not in text
+
+
+def test_serving_budget_is_one_thread_within_the_limit_and_the_setting_still_overrides(tmp_path):
+    proc = _v2(tmp_path, "/c1", {"c1": "150000 100000"})
+    training = cpu_budget(proc=proc, purpose="training")
+    serving = cpu_budget(proc=proc, purpose="serving")
+    assert training.threads == min(2, AFFINITY)
+    assert serving.threads == 1 and "serving budget" in serving.source and str(training) in serving.source
+    assert cpu_budget(3, proc=proc, purpose="serving").threads == 3
+
+
+def test_a_server_process_uses_the_serving_budget_and_passive_openmp_threads():
+    import subprocess
+    import sys
+
+    probe = ("import os; from smart_energy.components import threads; before = threads.xgb_threads(); "
+             "threads.use_for_serving(); print(before, threads.xgb_threads(), os.environ['OMP_WAIT_POLICY'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("SE_XGB_THREADS", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(cpu_budget(purpose="training").threads), "1", "PASSIVE"]
+    kept = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          env={**env, "OMP_WAIT_POLICY": "ACTIVE", "SE_XGB_THREADS": "2"})
+    assert kept.stdout.split() == ["2", "2", "ACTIVE"], kept.stderr
