@@ -11,10 +11,12 @@ answer logged on one line, refuses bodies over ``MAX_BODY_BYTES`` (413, chunked 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextvars
 import gc
 import logging
 import re
+import socket
 import time
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlencode
@@ -235,9 +237,33 @@ async def _send_json(send, status: int, content: dict) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class _ModelServer(kserve.ModelServer):
+    """KServe's ModelServer, whose HTTP server also accepts on ``handed``: a listening socket inherited from
+    ``serve`` (its public port), so clients reach this process without a proxy in between."""
+
+    handed: socket.socket | None = None
+
+    async def _serve(self):
+        if self.handed is not None and self._rest_server is not None:
+            rest = self._rest_server
+            own = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # the port uvicorn would have bound
+            own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            own.bind(("0.0.0.0", self.http_port))
+            own.listen(2048)
+
+            async def both():
+                rest.create_application()
+                await rest._server.serve(sockets=[own, self.handed])
+
+            self.servers[0].close()  # start()'s coroutine for the port alone, never awaited
+            self.servers[0] = both()
+        await asyncio.gather(*self.servers)
+
+
 def start_server(model: kserve.Model, args: argparse.Namespace, settings: Settings, record_requests: bool,
-                 predictor_config: kserve.PredictorConfig | None = None) -> None:
-    """Start KServe's ModelServer with ``model`` and our additions; blocks until stopped."""
+                 predictor_config: kserve.PredictorConfig | None = None, listen_fd: int | None = None) -> None:
+    """Start KServe's ModelServer with ``model`` and our additions; blocks until stopped. ``listen_fd``: a
+    listening socket (inherited) to accept on as well as ``--http_port``."""
     kserve_app.add_exception_handler(RequestError, _request_error)
     kserve_app.add_exception_handler(PredictorUnavailable, _predictor_unavailable)
     kserve_app.add_exception_handler(SmartEnergyError, _user_error)
@@ -247,9 +273,9 @@ def start_server(model: kserve.Model, args: argparse.Namespace, settings: Settin
     kserve_app.add_middleware(ServingMiddleware, model_name=model.name, versions=lambda: {served()} - {""},
                               default_version=served, record=record_requests)
     registry = ReloadableModelRepository()
-    server = kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
-                                registered_models=registry, enable_grpc=args.enable_grpc,
-                                enable_latency_logging=args.enable_latency_logging, predictor_config=predictor_config)
+    server = _ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
+                          registered_models=registry, enable_grpc=args.enable_grpc,
+                          enable_latency_logging=args.enable_latency_logging, predictor_config=predictor_config)
     server.dataplane = ServingDataPlane(model_registry=registry)
     server.model_repository_extension = ModelRepositoryRoutes(registry, enabled=settings.model_repository_routes)
     if not args.log_requests:  # after ModelServer() configured logging; a line per request costs latency
@@ -259,4 +285,6 @@ def start_server(model: kserve.Model, args: argparse.Namespace, settings: Settin
     # of the collector's full passes, which otherwise stall a request for ~0.15 s every few hundred requests
     gc.collect()
     gc.freeze()
+    if listen_fd is not None:
+        server.handed = socket.socket(fileno=listen_fd)
     server.start([model])

@@ -1,8 +1,12 @@
 """`smart-energy serve`: predictor and transformer as supervised children behind one public port.
 
-``serve`` itself owns the public port: a small reverse proxy on 127.0.0.1 in front of the transformer,
-so a client never meets a closed port. While the transformer is down it answers 503 with the reason;
-while the predictor is down the transformer does. A child that exits after it was ready once is
+``serve`` itself owns the public port, so a client never meets a closed port. It binds it and hands the
+listening socket to the transformer (``--listen_fd``), which accepts on it directly: no proxy on the request path
+(the proxy hop cost ~1 ms of CPU per request, a quarter of the path's). While the transformer is not ready,
+``serve`` accepts on the same socket too and answers 503 with the reason (``Doorman``); once it is ready again,
+``serve`` stops accepting. A request in flight in a transformer that is killed sees its connection closed (behind
+the proxy it got a 503); the next one gets the 503. ``hop="proxy"`` keeps the old reverse proxy in front of the
+transformer instead. While the predictor is down the transformer answers 503 itself. A child that exits after it was ready once is
 started again after a back-off (0.5 s, doubling to 30 s, back to 0.5 s once it stayed up 60 s); one
 that exits during start-up (a bad model, a port in use) stops ``serve`` with its exit code.
 
@@ -51,6 +55,7 @@ class Child:
     ready_url: str
     env: dict[str, str]
     log: IO | None = None
+    pass_fds: tuple[int, ...] = ()
     proc: subprocess.Popen | None = None
     ready: bool = False
     was_ready: bool = False
@@ -64,7 +69,7 @@ class Child:
     def start(self) -> None:
         argv = [sys.executable, "-m", "smart_energy.serving.die_with_parent", str(os.getpid()), self.module, *self.args]
         self.proc = subprocess.Popen(argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT if self.log
-                                     else None, start_new_session=True)
+                                     else None, start_new_session=True, pass_fds=self.pass_fds)
         self.started_at, self.restart_at, self.ready = time.monotonic(), None, False
 
     def reason(self) -> str:
@@ -234,35 +239,95 @@ async def _answer_raw(send, status: int, body: bytes, headers: list) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class Doorman:
+    """``serve``'s own answers on the public port while the transformer cannot take them: 503 with the reason,
+    ``connection: close`` (the next try reaches whoever accepts then). It accepts on a duplicate of the listening
+    socket, so closing it leaves the socket to the transformer."""
+
+    def __init__(self, listener: socket.socket, supervisor: Supervisor, transformer: Child):
+        self.listener, self.supervisor, self.transformer = listener, supervisor, transformer
+        self.server: asyncio.AbstractServer | None = None
+
+    async def follow(self) -> None:
+        """Accept while the transformer is not ready, not while it is."""
+        if not self.transformer.ready and self.server is None:
+            self.server = await asyncio.start_server(self._answer, sock=self.listener.dup(), limit=2**16)
+        elif self.transformer.ready and self.server is not None:
+            await self.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            server, self.server = self.server, None
+            server.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            length = next((line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")[1:]
+                           if line.lower().startswith(b"content-length:")), b"0")
+            if length.isdigit() and 0 < int(length) <= MAX_BODY_BYTES:
+                await asyncio.wait_for(reader.readexactly(int(length)), 5.0)  # read, so closing sends no RST
+            self.supervisor.reap()
+            body = orjson.dumps({"error": f"{self.transformer.reason()}; retry shortly",
+                                 "reason": "transformer_unavailable"})
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+                         b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _watch(supervisor: Supervisor, doorman: Doorman) -> None:
+    try:
+        while not supervisor.stopping and not supervisor.failure:
+            await supervisor.tick()
+            await doorman.follow()
+            await asyncio.sleep(TICK_SECONDS)
+    finally:
+        await doorman.close()
+        if supervisor._client is not None:
+            await supervisor._client.aclose()
+
+
 def serve_supervised(model_dir: str | Path, port: int, predictor_port: int, transformer_port: int,
-                     env: dict[str, str], model_name: str) -> None:
-    """The proxy on ``port`` and both children, until a signal (or a child that fails to start)."""
+                     env: dict[str, str], model_name: str, hop: str = "handoff") -> None:
+    """Both children and the public ``port`` (handed to the transformer, or ``hop="proxy"``: a reverse proxy in
+    front of it), until a signal or a child that fails to start."""
     import uvicorn
 
     listener = socket.socket()  # bound first: a port in use stops serve before any child starts
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind(("127.0.0.1", port))
-        listener.listen(2048)  # connections wait in the backlog until the proxy runs, rather than being refused
+        listener.listen(2048)  # connections wait in the backlog until someone accepts, rather than being refused
     except OSError as err:
         raise SmartEnergyError(f"cannot listen on 127.0.0.1:{port}: {err.strerror}") from None
     common = ["--model_dir", str(model_dir), "--model_name", model_name]
     env = {**env, "SE_PREDICTOR_HOST": f"127.0.0.1:{predictor_port}"}
+    handoff = hop == "handoff"
     predictor = Child("predictor", "smart_energy.serving.predictor", [*common, "--http_port", str(predictor_port)],
                       f"http://127.0.0.1:{predictor_port}/v2/health/ready", env)
     transformer = Child("transformer", "smart_energy.serving.transformer",
                         [*common, "--http_port", str(transformer_port),
-                         "--predictor_host", f"127.0.0.1:{predictor_port}"],
-                        f"http://127.0.0.1:{transformer_port}/v2/health/ready", env)
+                         "--predictor_host", f"127.0.0.1:{predictor_port}",
+                         *(["--listen_fd", str(listener.fileno())] if handoff else [])],
+                        f"http://127.0.0.1:{transformer_port}/v2/health/ready", env,
+                        pass_fds=(listener.fileno(),) if handoff else ())
     supervisor = Supervisor([predictor, transformer], announce=(
         f"serving {model_name} from {model_dir} on http://127.0.0.1:{port} (V1 /v1/models/{model_name}:predict, "
         f"V2 /v2/models/{model_name}/infer); predictor 127.0.0.1:{predictor_port}, transformer "
         f"127.0.0.1:{transformer_port}; Ctrl-C stops"))
-    server = uvicorn.Server(uvicorn.Config(Proxy(supervisor, transformer, f"http://127.0.0.1:{transformer_port}"),
-                                           log_level="warning", lifespan="on"))
     try:
         supervisor.start()
-        server.run(sockets=[listener])
+        if handoff:
+            asyncio.run(_watch(supervisor, Doorman(listener, supervisor, transformer)))
+        else:
+            server = uvicorn.Server(uvicorn.Config(Proxy(supervisor, transformer,
+                                                         f"http://127.0.0.1:{transformer_port}"),
+                                                   log_level="warning", lifespan="on"))
+            server.run(sockets=[listener])
     except (KeyboardInterrupt, SystemExit):  # a signal, after uvicorn's own shutdown
         pass
     finally:

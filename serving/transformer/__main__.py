@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(predictor_host=settings.predictor_host, predictor_protocol="v2",
                         predictor_request_timeout_seconds=DEFAULT_PREDICTOR_TIMEOUT_SECONDS,
                         enable_predictor_health_check=True)
+    parser.add_argument("--listen_fd", type=int, default=None,
+                        help="also accept on this inherited listening socket (`serve` hands over its public port)")
     args, _ = parser.parse_known_args(argv)
     if args.predictor_protocol != "v2":
         parser.error("--predictor_protocol must be v2 (the predictor request carries one tensor per feature)")
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                                     predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
                                     predictor_request_retries=args.predictor_request_retries,
                                     predictor_health_check=args.enable_predictor_health_check)
-    start_server(model, args, settings, record_requests=True, predictor_config=config)
+    start_server(model, args, settings, record_requests=True, predictor_config=config, listen_fd=args.listen_fd)
     return 0
 
 
