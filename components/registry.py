@@ -3,6 +3,7 @@
 A model directory (what ``train --model-dir`` writes, what the predictor loads) holds:
 
 - ``model.json``      the XGBoost booster in XGBoost's own JSON format
+- ``next_hour.json``  (day-ahead models) the next-hour booster its short leads use (sha256 in the metadata too)
 - ``metadata.json``   version, training window, feature order, metrics, library versions (``sha256``: model.json's)
 - ``drift/``          the Alibi Detect drift detector fitted on the training window (optional)
 - ``MANIFEST.json``   the sha256 of every other file of the directory, ``metadata.json`` included
@@ -29,6 +30,7 @@ from smart_energy.components.storage import ArtifactNotFound, ArtifactStore
 MODEL_FILE = "model.json"
 METADATA_FILE = "metadata.json"
 MANIFEST_FILE = "MANIFEST.json"
+EXTRA_MODELS = "extra_model_files"  # metadata key: {file: sha256} of a model's other boosters (day ahead: next hour)
 DRIFT_DIR = "drift"
 STAGES = ("production", "candidate")
 MANIFEST_FORMAT = 1
@@ -125,6 +127,14 @@ def read_metadata(model_dir: str | Path, manifest_sha256: str | None = None) -> 
         raise ModelIntegrityError(f"{meta_path}: not a metadata object; refusing to load")
     if metadata.get("sha256", expected[MODEL_FILE]) != expected[MODEL_FILE]:
         raise ModelIntegrityError(f"{meta_path}: its sha256 of {MODEL_FILE} is not the manifest's; refusing to load")
+    extra = metadata.get(EXTRA_MODELS) or {}
+    if not isinstance(extra, dict):
+        raise ModelIntegrityError(f"{meta_path}: {EXTRA_MODELS} is not {{file: sha256}}; refusing to load")
+    for name, digest in sorted(extra.items()):
+        if expected.get(name) != digest:
+            raise ModelIntegrityError(f"{model_dir / name}: {METADATA_FILE} records sha256 {str(digest)[:12]}…, the "
+                                      f"manifest {'nothing' if name not in expected else expected[name][:12] + '…'}; "
+                                      f"refusing to load")
     return metadata
 
 
@@ -340,7 +350,8 @@ def download(store: ArtifactStore, name: str, ref: str, dest: str | Path) -> Pat
     return dest
 
 
-def write_model_dir(booster, metadata: dict[str, Any], out_dir: str | Path, detector=None) -> dict[str, Any]:
+def write_model_dir(booster, metadata: dict[str, Any], out_dir: str | Path, detector=None,
+                    extra_models: dict[str, Any] | None = None) -> dict[str, Any]:
     """Save a booster (XGBoost JSON), its drift detector, metadata (with the model's sha256) and, last, the
     manifest of them all.
 
@@ -349,6 +360,8 @@ def write_model_dir(booster, metadata: dict[str, Any], out_dir: str | Path, dete
         metadata: at least ``name``, ``version`` and ``features`` (the input order).
         out_dir: the model directory to write.
         detector: an Alibi Detect detector, saved under ``drift/``.
+        extra_models: more boosters of the same model, by file name (the day-ahead model's next-hour booster);
+            their sha256 go into the metadata (``extra_model_files``) as well as the manifest.
 
     Returns:
         The metadata as written.
@@ -356,12 +369,18 @@ def write_model_dir(booster, metadata: dict[str, Any], out_dir: str | Path, dete
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(out_dir / MODEL_FILE))
+    extra = {}
+    for name, model in (extra_models or {}).items():
+        if name in (MODEL_FILE, METADATA_FILE, MANIFEST_FILE) or "/" in name or not name.endswith(".json"):
+            raise ValueError(f"extra model file {name!r}: a plain <name>.json beside {MODEL_FILE}")
+        model.save_model(str(out_dir / name))
+        extra[name] = sha256_of(out_dir / name)
     if detector is not None:
         from smart_energy.components.drift import save
 
         save(detector, out_dir / DRIFT_DIR)
-    metadata = {k: v for k, v in metadata.items() if k != "files"} | {"model_file": MODEL_FILE,
-                                                                     "sha256": sha256_of(out_dir / MODEL_FILE)}
+    metadata = {k: v for k, v in metadata.items() if k not in ("files", EXTRA_MODELS)} | {
+        "model_file": MODEL_FILE, "sha256": sha256_of(out_dir / MODEL_FILE), **({EXTRA_MODELS: extra} if extra else {})}
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str) + "\n")
     write_manifest(out_dir)
     return metadata
