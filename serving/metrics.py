@@ -36,3 +36,15 @@ FORECAST_SCORED_HOURS = Gauge("se_forecast_scored_hours", "Hours behind se_forec
 FALLBACKS = Counter("se_fallback_forecasts", "Forecasts answered by a stale meter's weekly profile instead of the "
                     "model, by reason (meter_silent: no complete reading for SE_STALE_AFTER_HOURS; lags_missing: most "
                     "usage lags missing)", ["reason"])
+# day ahead (components/calibration.py): the bands served, scored as the actuals arrive through the meters' next
+# online rows; lead_bucket is one of 1, 2-3, 4-6, 7-12, 13-24 (hours ahead, lead 1 = the origin hour itself)
+DAYAHEAD_COVERAGE = Gauge("se_dayahead_coverage", "Share of actuals inside the served P10-P90 band, over the last "
+                          "se_dayahead_scored_pairs scored (origin, lead) pairs of this version and lead bucket "
+                          "(target 0.8)", ["model_version", "lead_bucket"])
+DAYAHEAD_PINBALL = Gauge("se_dayahead_pinball_kw", "Mean pinball loss (kW, over P10/P50/P90) of the served bands, "
+                         "on the same pairs as se_dayahead_coverage", ["model_version", "lead_bucket"])
+DAYAHEAD_SCORED_PAIRS = Gauge("se_dayahead_scored_pairs", "(origin, lead) pairs behind se_dayahead_coverage",
+                              ["model_version", "lead_bucket"])
+DAYAHEAD_BANDS = Counter("se_dayahead_bands", "Day-ahead bands served per meter, by calibration: rolling (the "
+                         "meter's last 7 days of scores) or training (fewer than a day of them: the model's "
+                         "conformal_kw)", ["model_version", "calibration"])
