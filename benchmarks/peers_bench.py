@@ -87,12 +87,11 @@ def next_hour_scores(model_dir: Path, shared: Path) -> tuple[pd.DataFrame, np.nd
 def dayahead_scores(model_dir: Path, shared: Path) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """The (origin, lead) pairs ``evaluate --last-weeks WEEKS`` scores for a day-ahead model and our calibrated
     P10/P50/P90 for them (``score_hourly``, what ``evaluate_dayahead`` runs), checked against its output."""
-    from smart_energy.components.dayahead import evaluate_dayahead, score_hourly
+    from smart_energy.components.dayahead import evaluate_dayahead, load_dayahead, score_hourly
     from smart_energy.components.evaluate import last_weeks_split
     from smart_energy.components.ingest import load_hourly
-    from smart_energy.components.registry import load_booster
 
-    booster, metadata = load_booster(model_dir)
+    booster, metadata = load_dayahead(model_dir)
     data, history = last_weeks_split(load_hourly(shared), None, WEEKS)
     result, pairs, forecast = score_hourly(booster, metadata, data, history)
     official = evaluate_dayahead(model_dir, shared, last_weeks=WEEKS)

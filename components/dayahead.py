@@ -11,12 +11,20 @@ A fixed calibration from the training window under-covered February on the share
 household's spread moves with the weeks. The three outputs are then sorted per row, so quantiles never cross,
 and power is never negative.
 
+Short leads use what the next-hour model knows (issue 22; chosen on validation splits inside the training
+window, ``benchmarks/dayahead_candidates.py``, candidate d1): the model directory also holds a next-hour booster
+(``next_hour.json``) trained by ``train``'s own functions on the same origin rows before the same cut-off. At lead
+1 the P50 IS its forecast of hour T; at lead L >= 2 the P50 is ``w_L * next-hour + (1 - w_L) * pooled P50``, with
+one weight per lead fitted on the time-ordered inner split (both models out of sample there) and stored in the
+metadata (``lead_blend``); P10 and P90 move by the same amount as the P50, before the calibration.
+
 Baselines for target hour t forecast at origin T: persistence (T-1, the last known hour, for every lead),
 seasonal 24 h (t-24 h, known at T for every lead up to 24) and seasonal 168 h (t-168 h).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +38,7 @@ from smart_energy.components.features import (DRIFT_FEATURES, FEATURES, _calenda
                                               find_gaps, keep_meters_with_history, training_cutoff, usable_usage,
                                               with_history)
 from smart_energy.components.ingest import load_hourly
+from smart_energy.components.online_rows import next_hour_kw
 from smart_energy.components.settings import Settings, get_settings
 from smart_energy.components.threads import xgb_threads
 
@@ -49,6 +58,10 @@ CALIBRATION_DAYS = 7
 MAX_ORIGINS = 8760
 MIN_CALIBRATION_PAIRS = 24 * 24  # a day of origins, every lead
 BASELINES = ("persistence", "seasonal_24h", "seasonal_168h")
+NEXT_HOUR_FILE = "next_hour.json"  # the next-hour booster of a lead-aware day-ahead model directory
+BLEND_ATTR = "lead_blend_file"  # set on the pooled booster of a lead-aware model: it is not a model alone
+BLEND_GRID = np.linspace(0.0, 1.0, 21)  # candidate weights of the next-hour forecast, per lead
+
 
 
 def usage_series(hourly: pd.DataFrame) -> pd.Series:
@@ -97,9 +110,89 @@ def dmatrix(frame: pd.DataFrame, label: bool = False) -> xgb.DMatrix:
                        feature_names=DAYAHEAD_FEATURES, base_margin=margin(frame))
 
 
-def raw_quantiles(booster: xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
-    """(n, 3) kW straight from the booster and its margin (before calibration)."""
-    return booster.predict(dmatrix(frame)).reshape(-1, 3)
+@dataclass
+class DayAheadModel:
+    """A day-ahead model: the pooled quantile booster and, when lead-aware, the next-hour booster and the weight
+    of its forecast at each lead 1..24 (``weights[0]`` is 1: lead 1 is the next-hour forecast)."""
+
+    pooled: xgb.Booster
+    next_hour: xgb.Booster | None = None
+    weights: np.ndarray | None = None
+
+
+def lead_weights(weights: np.ndarray, lead: np.ndarray) -> np.ndarray:
+    """Each row's weight of the next-hour forecast; 0 (the pooled model alone) for a lead outside 1..24."""
+    lead = np.asarray(lead, dtype=float)
+    ok = np.isfinite(lead) & (lead >= 1) & (lead <= HORIZON_HOURS)
+    out = np.zeros(len(lead))
+    out[ok] = np.asarray(weights, dtype=float)[np.rint(lead[ok]).astype(int) - 1]
+    return out
+
+
+def blend(raw: np.ndarray, next_hour: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """P50 = w * next-hour + (1 - w) * pooled P50 (exactly the next-hour forecast where w is 1); P10 and P90
+    move by the same amount."""
+    p50 = np.where(w == 1.0, next_hour, w * next_hour + (1.0 - w) * raw[:, 1])
+    out = raw + (p50 - raw[:, 1])[:, None]
+    out[:, 1] = p50
+    return out
+
+
+def raw_quantiles(model: DayAheadModel | xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
+    """(n, 3) kW before calibration: the pooled booster and its margin, blended with the next-hour booster's
+    forecast of the origin hour at the short leads (a lead-aware model; see the module's docstring)."""
+    if isinstance(model, xgb.Booster):
+        if model.attr(BLEND_ATTR):
+            raise SmartEnergyError("this day-ahead model blends a next-hour booster into its short leads: load it "
+                                   "with dayahead.load_dayahead(model_dir), not registry.load_booster")
+        model = DayAheadModel(model)
+    raw = model.pooled.predict(dmatrix(frame)).reshape(-1, 3)
+    if model.next_hour is None:
+        return raw
+    w = lead_weights(model.weights, frame["lead_hours"].to_numpy())
+    rows = np.flatnonzero(w > 0)  # the next-hour booster only where it counts (leads 1..3 or so)
+    if len(rows):
+        nh = next_hour_kw(model.next_hour, frame[FEATURES].to_numpy(dtype=np.float32)[rows])
+        raw[rows] = blend(raw[rows], nh, w[rows])
+    return raw
+
+
+def load_dayahead(model_dir: str | Path) -> tuple[DayAheadModel, dict[str, Any]]:
+    """The verified day-ahead model of ``model_dir`` (every file against the manifest) and its metadata: what
+    the predictor, ``predict``, ``evaluate``, ``advise`` and the monitoring report all forecast with."""
+    from smart_energy.components.registry import EXTRA_MODELS, ModelIntegrityError, load_booster
+
+    pooled, metadata = load_booster(model_dir)
+    if metadata.get("horizon_hours") != HORIZON_HOURS:
+        raise SmartEnergyError(f"{model_dir} is a {metadata.get('horizon_hours', 1)}-hour model, not a day-ahead "
+                               f"one (`smart-energy train --horizon 24`)")
+    spec = metadata.get("lead_blend")
+    if not spec:
+        return DayAheadModel(pooled), metadata  # a model from before the blend: the pooled booster alone
+    name = spec["next_hour_file"]
+    if name not in (metadata.get(EXTRA_MODELS) or {}):
+        raise ModelIntegrityError(f"{Path(model_dir) / name}: the blend's next-hour booster is not among the "
+                                  f"metadata's {EXTRA_MODELS}; refusing to load")
+    weights = np.asarray(spec["weights"], dtype=float)
+    if weights.shape != (HORIZON_HOURS,) or not np.all((weights >= 0) & (weights <= 1)):
+        raise ModelIntegrityError(f"{model_dir}: lead_blend weights must be {HORIZON_HOURS} numbers in [0, 1]")
+    next_hour = xgb.Booster()
+    next_hour.load_model(str(Path(model_dir) / name))
+    next_hour.set_param({"nthread": xgb_threads()})
+    return DayAheadModel(pooled, next_hour, weights), metadata
+
+
+def fit_lead_weights(raw: np.ndarray, next_hour: np.ndarray, actual: np.ndarray, lead: np.ndarray) -> np.ndarray:
+    """Per lead, the ``BLEND_GRID`` weight of the next-hour forecast with the least P50 absolute error on these
+    (out-of-sample) rows; lead 1 is 1 (the next-hour forecast itself), a lead without rows 0."""
+    weights = np.zeros(HORIZON_HOURS)
+    weights[0] = 1.0
+    for k in range(2, HORIZON_HOURS + 1):
+        r = lead == k
+        if r.any():
+            errors = [np.mean(np.abs(w * next_hour[r] + (1 - w) * raw[r, 1] - actual[r])) for w in BLEND_GRID]
+            weights[k - 1] = float(BLEND_GRID[int(np.argmin(errors))])
+    return weights
 
 
 def calibrate(raw: np.ndarray, shift: float | np.ndarray) -> np.ndarray:
@@ -141,15 +234,24 @@ def conformal_shift(actual: np.ndarray, raw: np.ndarray, band: float = BAND) -> 
     return float(np.quantile(scores, min(1.0, band * (n + 1) / n)))
 
 
-def training_pairs(hourly: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp | None) -> pd.DataFrame:
-    """Every (origin, lead) with a complete target before ``cutoff``, origin rows from Feast (point in time);
-    at most ``MAX_ORIGINS`` origins, sampled evenly at random beyond that."""
+def training_origins(hourly: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp | None) -> pd.DataFrame:
+    """The origin rows (``train.training_frame``: Feast point in time, each with its hour's ``target_kw``) before
+    ``cutoff``; at most ``MAX_ORIGINS``, sampled evenly at random beyond that."""
     from smart_energy.components.train import training_frame
 
     origins = training_frame(hourly, settings, cutoff)
     if len(origins) > MAX_ORIGINS:
         keep = np.sort(np.random.default_rng(7).choice(len(origins), MAX_ORIGINS, replace=False))
         origins = origins.iloc[keep].reset_index(drop=True)
+    return origins
+
+
+def training_pairs(hourly: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp | None,
+                   origins: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every (origin, lead) with a complete target before ``cutoff``, origin rows from Feast (point in time);
+    at most ``MAX_ORIGINS`` origins, sampled evenly at random beyond that (``training_origins``)."""
+    if origins is None:
+        origins = training_origins(hourly, settings, cutoff)
     pairs = expand_leads(origins, usage_series(hourly)).dropna(subset=["target_kw"])
     if cutoff is not None:
         pairs = pairs[pairs["target_timestamp"] < cutoff]
@@ -161,12 +263,13 @@ def train_dayahead(data: str | Path, model_dir: str | Path, settings: Settings |
                    ) -> dict[str, Any]:
     """Train the P10/P50/P90 day-ahead model on ``data`` and write the model directory (``horizon_hours: 24``)."""
     from smart_energy.components.registry import write_model_dir
-    from smart_energy.components.train import library_versions, time_split
+    from smart_energy.components.train import fit_booster, library_versions, refit, time_split
 
     settings = settings or get_settings()
     hourly, meters_skipped = keep_meters_with_history(load_hourly(data))
     cutoff = training_cutoff(hourly["timestamp"].min(), hourly["timestamp"].max(), until, holdout_weeks)
-    pairs = training_pairs(hourly, settings, cutoff)
+    origin_rows = training_origins(hourly, settings, cutoff)
+    pairs = training_pairs(hourly, settings, cutoff, origin_rows)
     if len(pairs) < 24 * 48:
         raise SmartEnergyError(f"only {len(pairs)} (origin, lead) pairs to train on; the day-ahead model needs "
                                f"at least two days of origins with complete targets after the first week")
@@ -177,16 +280,35 @@ def train_dayahead(data: str | Path, model_dir: str | Path, settings: Settings |
                         evals=[(dmatrix(valid_part, True), "valid")], early_stopping_rounds=EARLY_STOPPING,
                         verbose_eval=False)
     best = booster.best_iteration + 1
-    raw = booster.predict(dmatrix(valid_part), iteration_range=(0, best)).reshape(-1, 3)
+    pooled_raw = booster.predict(dmatrix(valid_part), iteration_range=(0, best)).reshape(-1, 3)
     actual = valid_part["target_kw"].to_numpy()
+    # the next-hour model: train's own split and functions on the same origin rows, before the same cut-off
+    nh_fit, nh_valid = time_split(origin_rows)
+    cap = {"num_boost_round": rounds} if rounds != MAX_ROUNDS else {}  # a --n-estimators cap holds for both
+    nh_early, nh_metrics = fit_booster(nh_fit, nh_valid, cap)
+    nh_rounds = nh_metrics["best_iteration"] + 1
+    nh_final, nh_params = refit(origin_rows, {}, nh_rounds)
+    # per-lead weights on the validation pairs whose origin neither early-stopped model was fitted on
+    nh_valid_kw = next_hour_kw(nh_early[:nh_rounds], valid_part[FEATURES].to_numpy(dtype=np.float32))
+    lead = valid_part["lead_hours"].to_numpy()
+    unseen = (valid_part["event_timestamp"] >= nh_valid["event_timestamp"].min()).to_numpy()
+    weights = fit_lead_weights(pooled_raw[unseen], nh_valid_kw[unseen], actual[unseen], lead[unseen])
+    raw = blend(pooled_raw, nh_valid_kw, lead_weights(weights, lead))
     shift = conformal_shift(actual, raw)
     calibrated = calibrate(raw, shift)
+    pooled_p50 = calibrate(pooled_raw, conformal_shift(actual, pooled_raw))[:, 1]
+    by_lead = lambda p50: {k: float(np.mean(np.abs(p50[lead == k] - actual[lead == k])))  # noqa: E731
+                           for k in (1, 2, 3, 6, 12, 24) if (lead == k).any()}
     metrics = {"valid_mae_kw": float(np.mean(np.abs(calibrated[:, 1] - actual))),
+               "valid_mae_by_lead": by_lead(calibrated[:, 1]),
+               "valid_mae_kw_pooled_alone": float(np.mean(np.abs(pooled_p50 - actual))),
+               "valid_mae_by_lead_pooled_alone": by_lead(pooled_p50),
                "valid_pinball_kw": pinball(actual, calibrated), "best_iteration": best - 1,
                "valid_pairs": int(len(valid_part)),
                "valid_coverage_before_calibration": float(np.mean((actual >= raw[:, 0]) & (actual <= raw[:, 2]))),
                "valid_coverage_p10_p90": float(np.mean((actual >= calibrated[:, 0]) & (actual <= calibrated[:, 2])))}
     final = xgb.train(params, dmatrix(pairs, True), num_boost_round=best)  # refit on the whole window
+    final.set_attr(**{BLEND_ATTR: NEXT_HOUR_FILE})  # alone, it is not the model (raw_quantiles refuses it)
     created = datetime.now(timezone.utc)
     window = hourly if cutoff is None else hourly[hourly["timestamp"] < cutoff]
     metadata = {
@@ -204,13 +326,23 @@ def train_dayahead(data: str | Path, model_dir: str | Path, settings: Settings |
         "params": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in params.items()} | {
             "num_boost_round": best},
         "metrics": metrics, "library_versions": library_versions(),
+        "lead_blend": {
+            "next_hour_file": NEXT_HOUR_FILE, "weights": [float(w) for w in weights],
+            "rule": "P50 at lead L = w[L-1] * next-hour forecast of the origin hour + (1 - w[L-1]) * pooled P50; "
+                    "P10/P90 move with the P50; w[0] = 1; before calibration",
+            "fitted_on": {"pairs": int(unseen.sum()), "first_origin": str(nh_valid["event_timestamp"].min()),
+                          "grid": float(BLEND_GRID[1] - BLEND_GRID[0])},
+            "next_hour": {"features": FEATURES, "origins": int(len(origin_rows)), "metrics": nh_metrics,
+                          "params": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in nh_params.items()}
+                          | {"num_boost_round": nh_rounds}}},
     }
     metadata["advice"] = load_advice(window, settings)
     from smart_energy.components.train import fit_drift_detector
 
     origins = pairs[pairs["lead_hours"] == 1]  # the origin rows, once each
     metadata["drift"] = {"features": DRIFT_FEATURES, "p_value": settings.drift_p_value, "share": settings.drift_share}
-    return write_model_dir(final, metadata, model_dir, detector=fit_drift_detector(origins, settings))
+    return write_model_dir(final, metadata, model_dir, detector=fit_drift_detector(origins, settings),
+                           extra_models={NEXT_HOUR_FILE: nh_final})
 
 
 def load_advice(hourly: pd.DataFrame, settings: Settings | None = None) -> dict[str, Any]:
@@ -334,11 +466,10 @@ def score_hourly(booster: xgb.Booster, metadata: dict[str, Any], data: pd.DataFr
 def evaluate_dayahead(model_dir: str | Path, data: str | Path, history: str | Path | None = None,
                       last_weeks: int = 0, settings: Settings | None = None) -> dict[str, Any]:
     """Score a day-ahead model on every origin hour of ``data`` (its last weeks with ``last_weeks``); the band of
-    each origin is calibrated on the pairs scored before it (see ``rolling_shift``)."""
+    each origin is calibrated on its meter's pairs known before it (``calibration.rolling_band``)."""
     from smart_energy.components.evaluate import in_sample, last_weeks_split
-    from smart_energy.components.registry import load_booster
 
-    booster, metadata = load_booster(model_dir)
+    booster, metadata = load_dayahead(model_dir)
     data_hourly, history_hourly = last_weeks_split(load_hourly(data), load_hourly(history) if history else None,
                                                    last_weeks)
     result, pairs, _ = score_hourly(booster, metadata, data_hourly, history_hourly, settings)
@@ -349,12 +480,12 @@ def next_24h(model_dir: str | Path, hourly: pd.DataFrame) -> pd.DataFrame:
     """P10/P50/P90 for the 24 hours after ``hourly``'s last hour (one meter): timestamp, p10_kw, p50_kw, p90_kw.
 
     The band is calibrated on the last ``CALIBRATION_DAYS`` of ``hourly`` (the model's forecasts there against
-    the actuals), as in the evaluation.
+    the actuals, ``recent_scores``), as in the evaluation and the servers; ``calibration`` says whether a day of
+    scores existed (``"rolling"``) or the training calibration was used (``"training"``), with the shift.
     """
     from smart_energy.components.features import build_feature_frame
-    from smart_energy.components.registry import load_booster
 
-    booster, metadata = load_booster(model_dir)
+    booster, metadata = load_dayahead(model_dir)  # refuses a next-hour model
     if metadata.get("horizon_hours") != HORIZON_HOURS:
         raise SmartEnergyError(f"{model_dir} is a {metadata.get('horizon_hours', 1)}-hour model; advice needs a "
                                f"day-ahead one (`smart-energy train --horizon 24`)")

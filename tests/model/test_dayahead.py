@@ -13,9 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from smart_energy.components.dayahead import OUTPUTS, calibrate, rolling_shift
+from smart_energy.components.dayahead import (DAYAHEAD_FEATURES, NEXT_HOUR_FILE, OUTPUTS, calibrate, expand_leads,
+                                              fit_lead_weights, load_dayahead, raw_quantiles, rolling_shift)
+from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.feast_store import copy_feature_repo
-from smart_energy.components.registry import read_metadata
+from smart_energy.components.features import FEATURES, build_feature_frame
+from smart_energy.components.ingest import load_hourly
+from smart_energy.components.online_rows import next_hour_kw
+from smart_energy.components.registry import (MANIFEST_FILE, METADATA_FILE, ModelIntegrityError, load_booster,
+                                              read_metadata, sha256_of, write_manifest)
 from smart_energy.components.tariffs import get_tariff
 
 pytestmark = pytest.mark.slow
@@ -54,6 +60,68 @@ def test_held_out_band_covers_80_percent_and_p50_beats_every_naive_day_ahead_for
     assert r["mae_by_lead"]["1"] < r["mae_by_lead"]["24"]  # the nearer hour is easier
     # persistence for every lead is the origin's last hour: its error grows with the lead
     assert r["baselines"]["persistence"]["mae_by_lead"]["1"] < r["baselines"]["persistence"]["mae_by_lead"]["6"]
+
+
+def test_lead_1_is_the_next_hour_models_forecast_and_later_leads_blend_with_the_stored_weights(dayahead,
+                                                                                                shared_data):
+    model_dir = dayahead["root"] / "model"
+    model, meta = load_dayahead(model_dir)
+    w = np.asarray(meta["lead_blend"]["weights"])
+    assert w.shape == (24,) and w[0] == 1.0 and ((w >= 0) & (w <= 1)).all()
+    assert (w[1:] < 1).all() and w[1] > 0.1 and w[6:].mean() < 0.1  # lead 2 leans on the next hour; later, hardly
+    np.testing.assert_array_equal(model.weights, w)
+    # the manifest and the metadata both cover the next-hour booster, with the file's own digest
+    manifest = json.loads((model_dir / MANIFEST_FILE).read_text())["files"]
+    assert manifest[NEXT_HOUR_FILE] == meta["extra_model_files"][NEXT_HOUR_FILE] == sha256_of(model_dir / NEXT_HOUR_FILE)
+    # two weeks of origins of the scored weeks, every lead (the frame every caller passes: expand_leads output)
+    rows = build_feature_frame(load_hourly(shared_data))
+    pairs = expand_leads(rows[rows["event_timestamp"] >= "2007-02-10"].head(14 * 24))
+    raw = raw_quantiles(model, pairs)
+    pooled = model.pooled.predict(__import__("xgboost").DMatrix(
+        pairs[DAYAHEAD_FEATURES], feature_names=DAYAHEAD_FEATURES,
+        base_margin=np.repeat(pairs["usage_mean_24h"].fillna(pairs["usage_lag_1h"]).fillna(1.0).to_numpy()[:, None],
+                              3, axis=1))).reshape(-1, 3)
+    nh = next_hour_kw(model.next_hour, pairs[FEATURES].to_numpy(dtype=np.float32))
+    lead = pairs["lead_hours"].to_numpy()
+    one = lead == 1
+    # the next-hour model's forecast of hour T (to XGBoost's float32 sums: one batch of rows or another)
+    np.testing.assert_allclose(raw[one, 1], nh[one], rtol=1e-6, atol=1e-6)
+    assert np.abs(raw[one, 1] - pooled[one, 1]).mean() > 0.05  # and not the pooled model's
+    for k in (2, 3, 24):
+        at = lead == k
+        np.testing.assert_allclose(raw[at, 1], w[k - 1] * nh[at] + (1 - w[k - 1]) * pooled[at, 1], atol=1e-6)
+        np.testing.assert_allclose(raw[at][:, [0, 2]] - raw[at, 1:2], pooled[at][:, [0, 2]] - pooled[at, 1:2],
+                                   atol=1e-6)  # P10 and P90 moved with the P50
+    # the served band: never crossing, never below 0 kW
+    for shift in (meta["conformal_kw"], -0.5, 0.0):
+        q = calibrate(raw, shift)
+        assert (np.diff(q, axis=1) >= 0).all() and (q >= 0).all()
+    # the pooled booster alone is not the model: a caller that loads it with load_booster is refused, not misled
+    booster, _ = load_booster(model_dir)
+    with pytest.raises(SmartEnergyError, match="load_dayahead"):
+        raw_quantiles(booster, pairs)
+
+
+def test_a_changed_next_hour_booster_is_refused_even_with_a_rewritten_manifest(dayahead, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(dayahead["root"] / "model", model_dir)
+    (model_dir / NEXT_HOUR_FILE).write_bytes((model_dir / NEXT_HOUR_FILE).read_bytes() + b" ")
+    with pytest.raises(ModelIntegrityError, match=f"{NEXT_HOUR_FILE}.*does not match {MANIFEST_FILE}"):
+        load_dayahead(model_dir)
+    write_manifest(model_dir)  # the manifest redone by hand: metadata.json still records the trained file's digest
+    with pytest.raises(ModelIntegrityError, match=f"{NEXT_HOUR_FILE}: {METADATA_FILE} records sha256"):
+        load_dayahead(model_dir)
+
+
+def test_lead_weights_pick_the_better_forecast_per_lead_and_keep_lead_1_on_the_next_hour():
+    rng = np.random.default_rng(3)
+    lead = np.repeat(np.arange(1, 25), 200)
+    actual = rng.gamma(2.0, 0.5, len(lead))
+    nh = np.where(lead <= 2, actual, actual + rng.normal(0, 1.0, len(lead)))  # right at leads 1-2 only
+    raw = np.repeat(np.where(lead >= 5, actual, actual + 1.0)[:, None], 3, axis=1)  # right from lead 5
+    raw[lead == 1, 1] = actual[lead == 1]  # even where the pooled P50 is perfect, lead 1 stays the next hour's
+    w = fit_lead_weights(raw, nh, actual, lead)
+    assert w[0] == 1.0 and w[1] == 1.0 and (w[4:] == 0.0).all() and 0 < w[2] < 1
 
 
 def test_calibrated_quantiles_never_cross_nor_go_below_zero():

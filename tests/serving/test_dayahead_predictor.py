@@ -12,12 +12,12 @@ import pytest
 import requests
 
 from helpers import PYTHON, free_port, start, stop, wait_http
-from smart_energy.components.dayahead import DAYAHEAD_FEATURES, calibrate, expand_leads, raw_quantiles
+from smart_energy.components.dayahead import DAYAHEAD_FEATURES, calibrate, expand_leads, load_dayahead, raw_quantiles
 from smart_energy.components.feast_store import copy_feature_repo
 from smart_energy.components.features import build_feature_frame
 from smart_energy.components.settings import Settings
 from smart_energy.components.ingest import load_hourly
-from smart_energy.components.registry import load_booster, read_metadata
+from smart_energy.components.registry import read_metadata
 from smart_energy.components.tariffs import get_tariff
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,7 @@ def test_v2_answers_one_output_per_quantile_with_the_boosters_numbers(dayahead_p
     assert answer.status_code == 200, answer.text
     outputs = {o["name"]: np.asarray(o["data"]) for o in answer.json()["outputs"]}
     assert list(outputs) == ["p10_kw", "p50_kw", "p90_kw"] and all(len(v) == 24 for v in outputs.values())
-    booster, meta = load_booster(model_dir)
+    booster, meta = load_dayahead(model_dir)
     expected = calibrate(raw_quantiles(booster, pairs.astype({f: "float32" for f in DAYAHEAD_FEATURES})),
                          meta["conformal_kw"])
     for i, name in enumerate(outputs):
@@ -101,7 +101,7 @@ def test_the_transformer_answers_a_meter_with_its_next_24_hours_and_advice(dayah
     assert rows[0]["timestamp"].startswith("2007-03-01T00:00") and rows[-1]["timestamp"].startswith("2007-03-01T23")
     # the same numbers as the predictor on the rows built from the data (Feast's online row is that row)
     pairs = expand_leads(build_feature_frame(load_hourly(shared_data)).tail(1))
-    booster, meta = load_booster(model_dir)
+    booster, meta = load_dayahead(model_dir)
     expected = calibrate(raw_quantiles(booster, pairs.astype({f: "float32" for f in DAYAHEAD_FEATURES})),
                          meta["conformal_kw"])
     np.testing.assert_allclose([[r["p10_kw"], r["p50_kw"], r["p90_kw"]] for r in rows], expected, rtol=1e-5, atol=1e-5)
