@@ -3,8 +3,12 @@
 Online request/response is not how a utility's forecasts for 10^5 meters should be made (KServe's own
 benchmark fell over at 1,000 req/s). Here the data's features are published to Feast (offline parquet, online
 store materialised to the data's end), the online rows of all meters are read in chunks, and one booster call
-per chunk forecasts them: the next hour, or for a day-ahead model each of the next 24 hours (P10/P50/P90,
-calibrated with the model's stored ``conformal_kw``). The rows become the model's input as in the servers
+per chunk forecasts them: the next hour, or for a day-ahead model each of the next 24 hours (P10/P50/P90). The
+day-ahead band is calibrated as everywhere (``components/calibration.py``): on each meter's conformity scores
+of the last ``CALIBRATION_DAYS``, from the model's forecasts at the meter's recent origins against its actuals,
+both from ``data`` (``dayahead.recent_scores``); a meter whose data hold less than a day of scored pairs gets the
+training calibration (``conformal_kw``). Columns ``calibration`` (``"rolling"`` | ``"training"``) and
+``calibration_shift_kw`` say which. The rows become the model's input as in the servers
 (``online_rows``: one NaN policy), and a stale meter gets its weekly profile instead of the model's forecast,
 flagged in the columns ``fallback`` (``"profile"``, or ``"none"`` with no usable history: no forecast),
 ``fallback_reason`` and ``stale_hours``.
@@ -47,6 +51,10 @@ def batch_predict(model_dir: str | Path, data: str | Path, out: str | Path, sett
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     booster, metadata = load_booster(model_dir)
+    if metadata.get("horizon_hours") == 24:
+        from smart_energy.components.dayahead import load_dayahead
+
+        booster, metadata = load_dayahead(model_dir)
     hourly = load_hourly(data)
     store = open_feature_store(settings)
     if publish_features:
@@ -74,16 +82,26 @@ def batch_predict(model_dir: str | Path, data: str | Path, out: str | Path, sett
                           "fallback_reason": pd.Series(plan_.detail, dtype=object),
                           "stale_hours": pd.array(plan_.stale_hours, dtype="Int64")})
     if metadata.get("horizon_hours") == 24:
-        from smart_energy.components.dayahead import OUTPUTS, calibrate, expand_leads, raw_quantiles
+        from smart_energy.components.dayahead import (OUTPUTS, calibrate, expand_leads, raw_quantiles, recent_scores,
+                                                      rolling_shift)
 
         pairs = expand_leads(rows.assign(**dict(zip(origin_features, matrix.T))))
-        q = calibrate(raw_quantiles(booster, pairs), metadata["conformal_kw"])
+        t_calibration = time.perf_counter()
+        known = recent_scores(booster, hourly, rows.set_index("meter_id")["event_timestamp"])
+        shift, how = rolling_shift(pairs["meter_id"].astype(str).to_numpy(), pairs["event_timestamp"].to_numpy(),
+                                   known["meter_id"].to_numpy(), known["target_timestamp"].to_numpy(),
+                                   known["score"].to_numpy(), metadata["conformal_kw"])
+        seconds["calibration"] = time.perf_counter() - t_calibration  # (inside "predict")
+        q = calibrate(raw_quantiles(booster, pairs), shift)
         lead_rows = np.tile(np.arange(len(rows)), len(pairs) // max(len(rows), 1))  # expand_leads: lead by lead
         for row, profile in plan_.profiles.items():  # a point forecast: P10 = P50 = P90
             q[lead_rows == row] = profile_forecast(profile, pairs["target_timestamp"][lead_rows == row])[:, None]
         q[np.isin(lead_rows, np.flatnonzero(plan_.rows(NONE)))] = np.nan
+        model_rows = np.isin(lead_rows, np.flatnonzero(~plan_.rows(PROFILE) & ~plan_.rows(NONE)))
         result = pd.DataFrame({"meter_id": pairs["meter_id"], "origin": pairs["event_timestamp"],
-                               "timestamp": pairs["target_timestamp"], **{n: q[:, i] for i, n in enumerate(OUTPUTS)}})
+                               "timestamp": pairs["target_timestamp"], **{n: q[:, i] for i, n in enumerate(OUTPUTS)},
+                               "calibration": pd.Series(np.where(model_rows, how, None), dtype=object),
+                               "calibration_shift_kw": np.where(model_rows, shift, np.nan)})
         result = result.merge(flags, on="meter_id").sort_values(["meter_id", "timestamp"], ignore_index=True)
     else:
         kw = next_hour_kw(booster, model_input(rows, list(metadata["features"])))

@@ -133,16 +133,15 @@ def dayahead_section(model_dir: str | Path, data: pd.DataFrame, history: pd.Data
     """The day-ahead model on the monitored hours (every origin, rolling calibration) and the advice for the 24 h
     after the data: numbers, and the frames for the band and load plots."""
     from smart_energy.components.advice import LOADS, advise
-    from smart_energy.components.dayahead import next_24h, score_hourly
-    from smart_energy.components.registry import load_booster
+    from smart_energy.components.dayahead import load_dayahead, next_24h, score_hourly
 
-    booster, metadata = load_booster(model_dir)
-    scored, pairs, forecast = score_hourly(booster, metadata, data, history, settings)
+    model, metadata = load_dayahead(model_dir)
+    scored, pairs, forecast = score_hourly(model, metadata, data, history, settings)
     combined = with_history(data, history)
     advice = advise(combined, next_24h(model_dir, combined), tariff, settings)
     numbers = {"model_version": metadata["version"], "hours_scored": scored["hours_scored"],
                "origins": scored["origins"], "mae_kw": scored["mae_kw"], "coverage_p10_p90": scored["coverage_p10_p90"],
-               "pinball_kw": scored["pinball_kw"],
+               "pinball_kw": scored["pinball_kw"], "calibration_origins": scored["calibration_origins"],
                **{f"{b}_mae_kw": v["mae_kw"] for b, v in scored["baselines"].items()},
                "mae_by_lead": scored["mae_by_lead"], "tariff": tariff,
                **{f"savings_{k}": v for k, v in advice["savings"].items() if k != "method"},
@@ -349,7 +348,8 @@ def dayahead_html(report: dict[str, Any], img, num) -> str:
     caveat = f"<p><b>{html.escape(d['savings_caveat'])}</b></p>" if d.get("savings_caveat") else ""
     return f"""<h2>Day ahead and advice</h2>
 <p>Model {html.escape(d['model_version'])}: {d['origins']:,} origins x 24 leads, each band calibrated on the
-actuals known before it.</p><table>{rows}</table>{img('band')}
+meter's actuals of the week before it ({d['calibration_origins']['rolling']:,} origins; the first day's
+{d['calibration_origins']['training']:,} with the training calibration), as the servers calibrate it.</p><table>{rows}</table>{img('band')}
 <h3>Next 24 hours ({html.escape(a['tariff'])})</h3><ul>{windows}</ul>{img('loads')}
 <table>{savings}</table>{caveat}<p>{html.escape(d['savings_method'])}</p>"""
 

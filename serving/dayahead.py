@@ -1,5 +1,7 @@
-"""The transformer's day-ahead path: a meter's Feast row becomes 24 (origin, lead) rows, and the predictor's
-P10/P50/P90 come back as the next 24 hours with prices and advice.
+"""The transformer's day-ahead path: a meter's Feast row becomes 24 (origin, lead) rows, the predictor's raw
+P10/P50/P90 are calibrated on the meter's rolling window (``components/calibration.py``, one
+``OnlineCalibration`` per answering version, ``Calibrations``), and come back as the next 24 hours with prices
+and advice, each meter's band flagged ``calibration`` (``"rolling"`` | ``"training"``) with its shift.
 
 The advice is ``advice.plan`` over the served forecast with the meter's load habits and backtested savings
 that the model carries from training (``metadata["advice"]``); the tariff is ``SE_TARIFF``. Tempo's colour
@@ -9,14 +11,59 @@ blue and says so in the answer (``tempo_colour``).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from smart_energy.components.calibration import ACTUAL_LAGS, RAW_OUTPUTS, OnlineCalibration
 from smart_energy.components.dayahead import DAYAHEAD_FEATURES, HORIZON_HOURS, OUTPUTS, expand_leads
+from smart_energy.serving import metrics
 from smart_energy.serving.logic import RequestError
+
+MAX_CALIBRATED_VERSIONS = 4  # as the forecast-error trackers: a canary has two versions; idle ones are dropped
+
+
+class Calibrations:
+    """The transformer's online calibrations, one per version answering (a canary's two versions each calibrate
+    their own forecasts), with the served bands' coverage and pinball loss as Prometheus gauges."""
+
+    def __init__(self, features: Sequence[str], fallback: float):
+        self.lag_columns = {k: list(features).index(f"usage_lag_{k}h") for k in ACTUAL_LAGS
+                            if f"usage_lag_{k}h" in features}
+        self.fallback = float(fallback)  # the transformer's model's, for a predictor naming none
+        self._by_version: OrderedDict[str, OnlineCalibration] = OrderedDict()
+
+    def band(self, version: str, parameters: dict | None, columns: dict[str, np.ndarray], meter_ids: Sequence[str],
+             hours: Sequence[datetime], rows: np.ndarray, remember: np.ndarray | None
+             ) -> tuple[dict[str, np.ndarray], list[float | None], list[str | None]]:
+        """The calibrated P10/P50/P90 columns from the predictor's raw ones, each meter's shift and calibration
+        (None for the meters ``remember`` leaves out: the profile answers them)."""
+        if RAW_OUTPUTS[0] not in columns:  # a predictor that calibrated itself (the training calibration)
+            shift = float((parameters or {}).get("conformal_kw", self.fallback))
+            flags = [None if remember is not None and not remember[i] else "training" for i in range(len(meter_ids))]
+            return columns, [None if f is None else shift for f in flags], flags
+        calibration = self._by_version.get(version)
+        if calibration is None:
+            fallback = float((parameters or {}).get("conformal_kw", self.fallback))
+            calibration = self._by_version[version] = OnlineCalibration(fallback, self.lag_columns)
+            while len(self._by_version) > MAX_CALIBRATED_VERSIONS:
+                self._by_version.popitem(last=False)
+        self._by_version.move_to_end(version)
+        raw = np.column_stack([columns[name] for name in RAW_OUTPUTS])
+        band, shifts, hows = calibration.serve(meter_ids, hours, rows, raw, remember)
+        for name, (coverage, pinball, pairs) in calibration.scores().items():
+            metrics.DAYAHEAD_COVERAGE.labels(version, name).set(coverage)
+            metrics.DAYAHEAD_PINBALL.labels(version, name).set(pinball)
+            metrics.DAYAHEAD_SCORED_PAIRS.labels(version, name).set(pairs)
+        keep = [remember is None or bool(remember[i]) for i in range(len(meter_ids))]
+        for how, kept in zip(hows, keep):
+            if kept:
+                metrics.DAYAHEAD_BANDS.labels(version, how).inc()
+        return ({name: band[:, i] for i, name in enumerate(OUTPUTS)},
+                [float(s) if k else None for s, k in zip(shifts, keep)], [h if k else None for h, k in zip(hows, keep)])
 
 
 def pairs_matrix(meter_ids: Sequence[str], event_hours: Sequence[datetime | None], origin_rows: np.ndarray,

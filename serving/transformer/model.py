@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 from kserve import InferInput, InferOutput, InferRequest, InferResponse, Model
 from kserve.model import append_forwardable_headers
+from kserve.protocol.infer_type import RequestedOutput
 
 from smart_energy.components.dayahead import HORIZON_HOURS
 from smart_energy.components.feast_store import FEATURE_SERVICE, open_feature_store
@@ -30,7 +31,8 @@ from smart_energy.components.online_rows import PROFILE, Planner, profile_foreca
 from smart_energy.components.registry import load_drift_detector, read_metadata
 from smart_energy.components.settings import Settings
 from smart_energy.serving import metrics
-from smart_energy.serving.dayahead import answer_v1, pairs_matrix
+from smart_energy.components.calibration import RAW_OUTPUTS
+from smart_energy.serving.dayahead import Calibrations, answer_v1, pairs_matrix
 from smart_energy.serving.logic import Batch, PredictorUnavailable, RequestError, check_requested_outputs, parse_v1, parse_v2
 from smart_energy.serving.monitors import DriftMonitor, ForecastErrorTracker
 from smart_energy.serving.online import OnlineFeatureReader, check_hours
@@ -118,6 +120,8 @@ class EnergyTransformer(Model):
         self.drift.start()
         # one error tracker per answering version: in a canary, each version's MAE is over its own forecasts
         self.errors: OrderedDict[str, ForecastErrorTracker] = OrderedDict()
+        if self.dayahead:  # each meter's band calibrated on its own recent scores (components/calibration.py)
+            self.calibrations = Calibrations(self.features, metadata["conformal_kw"])
         self.ready = True
         return self.ready
 
@@ -166,7 +170,9 @@ class EnergyTransformer(Model):
         _request.set(state)
         if self.dayahead:
             matrix, state.targets = pairs_matrix(batch.meter_ids, batch.forecast_hours, batch.matrix, self.features)
-            return predictor_request(self.name, matrix, self.model_features, state.request_id or "")
+            request = predictor_request(self.name, matrix, self.model_features, state.request_id or "")
+            request.request_outputs = [RequestedOutput(name) for name in RAW_OUTPUTS]  # calibrated here
+            return request
         return predictor_request(self.name, batch.matrix, self.features, state.request_id or "")
 
     async def predict(self, payload: InferRequest, headers: Dict[str, str] = None,
@@ -254,6 +260,9 @@ class EnergyTransformer(Model):
         drift = self.drift.status()
         meters = state.batch.meter_ids
         fallback = state.batch.plan if state.batch.plan.any else None
+        columns, shifts, calibration = self.calibrations.band(
+            version, result.parameters, columns, meters, state.batch.event_hours, state.batch.matrix,
+            None if fallback is None else ~fallback.rows(PROFILE))
         if fallback is not None:
             # a point forecast: P10 = P50 = P90, no calibrated band (the model did not forecast these meters)
             for row, profile in fallback.profiles.items():
@@ -264,6 +273,8 @@ class EnergyTransformer(Model):
             count_fallbacks(fallback)
         if state.protocol == "v1":
             forecasts = answer_v1(meters, state.targets, columns, self.metadata, self.settings.tariff, self.settings)
+            for entry, how, shift in zip(forecasts, calibration, shifts):
+                entry |= {"calibration": how, "calibration_shift_kw": shift}
             if fallback is not None:
                 for row, entry in enumerate(forecasts):
                     if fallback.fallback[row] is not None:
@@ -275,7 +286,9 @@ class EnergyTransformer(Model):
             output = InferOutput(name=name, shape=[len(meters), len(values) // len(meters)], datatype="FP64")
             output.set_data_from_numpy(values.reshape(len(meters), -1), binary_data=False)
             outputs.append(output)
-        parameters = {"drift_status": drift["status"], "first_hour": state.targets[0].isoformat()}
+        parameters = {"drift_status": drift["status"], "first_hour": state.targets[0].isoformat(),
+                      "calibration": ",".join(how or "" for how in calibration),
+                      "calibration_shift_kw": ",".join("" if s is None else repr(s) for s in shifts)}
         if fallback is not None:
             parameters |= fallback_parameters(fallback)
         return InferResponse(response_id=state.request_id, model_name=self.name, model_version=version,

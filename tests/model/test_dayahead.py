@@ -137,7 +137,8 @@ def test_rolling_calibration_uses_only_actuals_known_before_the_origin():
     origins = np.repeat(hours, 24)  # every origin, every lead
     targets = origins + np.tile(np.arange(24), len(hours)) * np.timedelta64(1, "h")
     scores = np.where(targets >= np.datetime64("2007-01-25"), 5.0, 1.0)  # the world gets worse on the 25th
-    shift = rolling_shift(hours, origins, targets, scores, fallback=9.0, days=7)
+    meter = np.full(len(origins), "m")
+    shift, _ = rolling_shift(meter[:len(hours)], hours, meter, targets, scores, fallback=9.0, days=7)  # per meter
     at = {str(h)[:13]: s for h, s in zip(hours, shift)}
     assert at["2007-01-01T12"] == 9.0  # less than a day of origins x leads known: the stored fallback
     assert at["2007-01-10T00"] == 1.0
