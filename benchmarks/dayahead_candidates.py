@@ -22,7 +22,8 @@ Candidates:
  d  blend    next-hour model at lead 1; at lead L a per-lead weight w_L * next-hour + (1 - w_L) * pooled P50,
              w_L fitted on the fit part's inner split (both models' out-of-sample forecasts there)
  e  direct   one model per lead group (1, 2-3, 4-6, 7-12, 13-24), today's features and margin
-and a few combinations of them.
+and a few combinations of them; and ``shipped``: the product's own code (``dayahead.fit_dayahead`` and
+``raw_quantiles``: d1, lead 1 = the next-hour model, trained inside it), which ``train --horizon 24`` ships.
 
 Run: ``.venv/bin/python -m benchmarks.dayahead_candidates --data SHARED [--scored]``
 """
@@ -45,8 +46,8 @@ import xgboost as xgb
 os.environ.setdefault("SE_XGB_THREADS", "1")
 
 from smart_energy.components.dayahead import (DAYAHEAD_FEATURES, EARLY_STOPPING, MAX_ROUNDS, PARAMS, QUANTILES,
-                                              calibrate, conformal_shift, conformity, expand_leads, rolling_shift,
-                                              score_pairs, usage_series)
+                                              calibrate, conformal_shift, conformity, expand_leads, fit_dayahead,
+                                              raw_quantiles, rolling_shift, score_pairs, usage_series)
 from smart_energy.components.features import (FEATURES, build_feature_frame, keep_meters_with_history, labels,
                                               training_cutoff)
 from smart_energy.components.ingest import load_hourly
@@ -220,6 +221,24 @@ class Blend:
         return self._apply(self.base.raw(frame), self.nh.predict(frame), frame["lead_hours"].to_numpy())
 
 
+class Shipped:
+    """What ``train --horizon 24`` ships: ``dayahead.fit_dayahead`` on the fit pairs and their origin rows (its own
+    next-hour booster, blend weights and CQR fallback), forecasts by ``dayahead.raw_quantiles``."""
+
+    def __init__(self, origins: pd.DataFrame):
+        self.origins = origins
+
+    def fit(self, fit: pd.DataFrame) -> "Shipped":
+        got = fit_dayahead(fit, self.origins)
+        self.model, self.fallback = got["model"], got["conformal_kw"]
+        self.rounds = (got["rounds"], got["next_hour_rounds"])
+        self.weights = {k: float(w) for k, w in enumerate(self.model.weights, start=1)}
+        return self
+
+    def raw(self, frame: pd.DataFrame) -> np.ndarray:
+        return raw_quantiles(self.model, frame)
+
+
 def rolling(model, pairs: pd.DataFrame) -> np.ndarray:
     """``dayahead.rolling_forecast`` for any candidate: raw quantiles, 7-day rolling CQR shift, sort, clip."""
     raw = model.raw(pairs)
@@ -230,9 +249,10 @@ def rolling(model, pairs: pd.DataFrame) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- run
-def candidates(nh: NextHour) -> dict[str, Callable[[], Any]]:
+def candidates(nh: NextHour, origins: pd.DataFrame) -> dict[str, Callable[[], Any]]:
     return {
         "a  pooled (today)": lambda: Quantile(DAYAHEAD_FEATURES),
+        "shipped: d1 as train --horizon 24 fits it": lambda: Shipped(origins),
         "b  pooled + lead/target-lag features": lambda: Quantile(LEADX_FEATURES),
         "c  pooled, relative to t-24h": lambda: Quantile(DAYAHEAD_FEATURES, margin_rel24),
         "c' pooled, relative to 7-day profile": lambda: Quantile(DAYAHEAD_FEATURES, margin_mean7d),
@@ -283,7 +303,7 @@ def run(fit_pairs: pd.DataFrame, fit_origins: pd.DataFrame, eval_pairs: pd.DataF
     nh_seconds = time.perf_counter() - start
     lead1 = eval_pairs[eval_pairs["lead_hours"] == 1]
     out = {"_nh": (nh.predict(lead1), lead1["target_kw"].to_numpy(), nh_seconds)}
-    for name, make in candidates(nh).items():
+    for name, make in candidates(nh, fit_origins).items():
         if names and not any(name.startswith(n) for n in names):
             continue
         if deadline and time.time() > deadline:
