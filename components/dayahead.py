@@ -33,6 +33,9 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from smart_energy.components.calibration import (BAND, CALIBRATION_DAYS, MIN_CALIBRATION_PAIRS,  # noqa: F401
+                                                 calibrate, conformal_shift, conformity, rolling_band,
+                                                 rolling_shift)
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.features import (DRIFT_FEATURES, FEATURES, _calendar,
                                               find_gaps, keep_meters_with_history, training_cutoff, usable_usage,
@@ -45,23 +48,19 @@ from smart_energy.components.threads import xgb_threads
 HORIZON_HOURS = 24
 QUANTILES = (0.1, 0.5, 0.9)
 OUTPUTS = ("p10_kw", "p50_kw", "p90_kw")
-BAND = 0.8  # P10..P90
 TARGET_CALENDAR = ["target_hour_of_day", "target_day_of_week", "target_is_weekend", "target_is_holiday"]
 DAYAHEAD_FEATURES = FEATURES + ["lead_hours"] + TARGET_CALENDAR
 PARAMS: dict[str, Any] = {"objective": "reg:quantileerror", "quantile_alpha": np.array(QUANTILES),
                           "eval_metric": "quantile", "tree_method": "hist", "max_depth": 5, "eta": 0.1,
                           "subsample": 0.8, "colsample_bytree": 0.8, "min_child_weight": 5, "seed": 7}  # nthread: the CPU limit
 MAX_ROUNDS, EARLY_STOPPING = 300, 50  # early stopping ends the shared file near 40 rounds (eta 0.1)
-CALIBRATION_DAYS = 7
 # A year of hourly origins (210,240 pairs) at most: an origin's 24 pairs share one row, so more origins add
 # little but time (4 years: 816,000 pairs, > 10 min of boosting); beyond it, origins are sampled (seeded).
 MAX_ORIGINS = 8760
-MIN_CALIBRATION_PAIRS = 24 * 24  # a day of origins, every lead
 BASELINES = ("persistence", "seasonal_24h", "seasonal_168h")
 NEXT_HOUR_FILE = "next_hour.json"  # the next-hour booster of a lead-aware day-ahead model directory
 BLEND_ATTR = "lead_blend_file"  # set on the pooled booster of a lead-aware model: it is not a model alone
 BLEND_GRID = np.linspace(0.0, 1.0, 21)  # candidate weights of the next-hour forecast, per lead
-
 
 
 def usage_series(hourly: pd.DataFrame) -> pd.Series:
@@ -195,43 +194,11 @@ def fit_lead_weights(raw: np.ndarray, next_hour: np.ndarray, actual: np.ndarray,
     return weights
 
 
-def calibrate(raw: np.ndarray, shift: float | np.ndarray) -> np.ndarray:
-    """P10 - shift, P50, P90 + shift, sorted per row (never crossing), never below 0 kW."""
-    shift = np.asarray(shift, dtype=float).reshape(-1, 1) if np.ndim(shift) else np.full((len(raw), 1), shift)
-    return np.maximum(np.sort(raw + np.hstack([-shift, np.zeros_like(shift), shift]), axis=1), 0.0)
-
-
-def conformity(actual: np.ndarray, raw: np.ndarray) -> np.ndarray:
-    return np.maximum(raw[:, 0] - actual, actual - raw[:, 2])
-
-
-def rolling_shift(origins: np.ndarray, known_origins: np.ndarray, known_targets: np.ndarray, scores: np.ndarray,
-                  fallback: float, days: int = CALIBRATION_DAYS, band: float = BAND) -> np.ndarray:
-    """Per origin: the ``band`` quantile of the scores of pairs whose target hour ended before it, in the last
-    ``days`` (``fallback`` while fewer than ``MIN_CALIBRATION_PAIRS`` are known)."""
-    out, cache = np.empty(len(origins)), {}
-    window = np.timedelta64(days, "D")
-    for i, origin in enumerate(origins):
-        if origin not in cache:
-            known = (known_targets < origin) & (known_targets >= origin - window) & (known_origins < origin)
-            cache[origin] = (float(np.quantile(scores[known], band)) if known.sum() >= MIN_CALIBRATION_PAIRS
-                             else fallback)
-        out[i] = cache[origin]
-    return out
-
-
 def pinball(actual: np.ndarray, quantiles: np.ndarray) -> float:
     """Mean pinball (quantile) loss over the three quantiles, kW."""
     diff = actual[:, None] - quantiles
     q = np.array(QUANTILES)
     return float(np.mean(np.maximum(q * diff, (q - 1) * diff)))
-
-
-def conformal_shift(actual: np.ndarray, raw: np.ndarray, band: float = BAND) -> float:
-    """CQR: the score quantile that makes [P10 - s, P90 + s] cover ``band`` of the calibration rows."""
-    scores = conformity(actual, raw)
-    n = len(scores)
-    return float(np.quantile(scores, min(1.0, band * (n + 1) / n)))
 
 
 def training_origins(hourly: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp | None) -> pd.DataFrame:
@@ -379,7 +346,8 @@ def load_advice(hourly: pd.DataFrame, settings: Settings | None = None) -> dict[
 
 def scoring_pairs(data: pd.DataFrame, history: pd.DataFrame | None, settings: Settings | None
                   ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """(origin, lead) pairs whose origin is an hour of ``data`` and whose target and three baselines all exist.
+    """(origin, lead) pairs whose origin is an hour of ``data`` and whose target is known; ``scored`` marks those
+    whose three baselines exist too (the pairs scored; all of them calibrate, as in serving).
 
     Origin rows come from a scratch Feast store holding ``history`` + ``data`` (the servers' store is untouched).
     """
@@ -396,8 +364,8 @@ def scoring_pairs(data: pd.DataFrame, history: pd.DataFrame | None, settings: Se
     have_target = pairs["target_kw"].notna()
     complete = have_target & pairs[list(BASELINES)].notna().all(axis=1)
     skipped = {"target_missing": int((~have_target).sum()), "baseline_missing": int((have_target & ~complete).sum())}
-    pairs = pairs[complete].reset_index(drop=True)
-    if pairs.empty:
+    pairs = pairs[have_target].assign(scored=complete[have_target]).reset_index(drop=True)
+    if not pairs["scored"].any():
         raise SmartEnergyError("no (origin, lead) pair can be scored: the data need complete hours a week after "
                                "their first reading")
     return pairs, skipped
@@ -418,16 +386,6 @@ def score_pairs(pairs: pd.DataFrame, forecast: np.ndarray) -> dict[str, Any]:
             "coverage_p10_p90": float(np.mean((actual >= forecast[:, 0]) & (actual <= forecast[:, 2]))),
             "pinball_kw": pinball(actual, forecast), "quantiles_cross": int(np.sum(np.diff(forecast, axis=1) < 0)),
             "mae_by_lead": by_lead(err), "baselines": baselines}
-
-
-def rolling_forecast(booster: xgb.Booster, pairs: pd.DataFrame, fallback: float) -> np.ndarray:
-    """Calibrated P10/P50/P90 for ``pairs`` (with ``target_kw``), each origin calibrated on the earlier pairs."""
-    raw = raw_quantiles(booster, pairs)
-    actual = pairs["target_kw"].to_numpy()
-    have = ~np.isnan(actual)
-    targets, origins = pairs["target_timestamp"].to_numpy(), pairs["event_timestamp"].to_numpy()
-    shift = rolling_shift(origins, origins[have], targets[have], conformity(actual[have], raw[have]), fallback)
-    return calibrate(raw, shift)
 
 
 def split_fallback_pairs(pairs: pd.DataFrame, hourly: pd.DataFrame, settings: Settings | None = None
@@ -472,11 +430,19 @@ def score_hourly(booster: xgb.Booster, metadata: dict[str, Any], data: pd.DataFr
                  settings: Settings | None = None) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray]:
     """Every origin hour of ``data`` scored (each band calibrated on the pairs before it): the result, the pairs
     and their forecasts (what ``evaluate`` prints and the monitoring report plots)."""
+    from smart_energy.components.calibration import calibration_counts
+
     pairs, skipped = scoring_pairs(data, history, settings)
     pairs, fallback = split_fallback_pairs(pairs, with_history(data, history), settings)
-    forecast = rolling_forecast(booster, pairs, metadata["conformal_kw"])
+    # every pair the model answered with a known actual calibrates the later origins of its meter (what the
+    # transformer sees); the scores are over the pairs with the baselines too
+    forecast, _, how = rolling_band(raw_quantiles(booster, pairs), pairs, metadata["conformal_kw"])
+    scored = pairs.pop("scored").to_numpy(dtype=bool)
+    counts = calibration_counts(pairs[scored], how[scored])
+    pairs, forecast = pairs[scored].reset_index(drop=True), forecast[scored]
+    fallback = fallback[fallback.pop("scored").to_numpy(dtype=bool)].reset_index(drop=True)
     result = {"horizon_hours": HORIZON_HOURS, "model_version": metadata["version"], "quantiles": list(QUANTILES)}
-    result |= score_pairs(pairs, forecast)
+    result |= score_pairs(pairs, forecast) | {"calibration_origins": counts}
     result |= {"fallback": fallback_pair_scores(fallback), "pairs_skipped": skipped, "gaps": find_gaps(data),
                "first_origin": str(pairs["event_timestamp"].min()), "last_origin": str(pairs["event_timestamp"].max())}
     return result, pairs, forecast
@@ -511,11 +477,41 @@ def next_24h(model_dir: str | Path, hourly: pd.DataFrame) -> pd.DataFrame:
     if hourly["meter_id"].nunique() != 1:
         raise SmartEnergyError("next_24h forecasts one meter; pass one meter's readings")
     rows = build_feature_frame(hourly).sort_values("event_timestamp")
-    origin = rows["event_timestamp"].iloc[-1]
-    recent = rows[rows["event_timestamp"] >= origin - pd.Timedelta(days=CALIBRATION_DAYS + 1)]
-    pairs = expand_leads(recent, usage_series(hourly))
-    forecast = rolling_forecast(booster, pairs, metadata["conformal_kw"])
-    last = (pairs["event_timestamp"] == origin).to_numpy()
-    return pd.DataFrame({"meter_id": pairs.loc[last, "meter_id"].to_numpy(),
-                         "timestamp": pairs.loc[last, "target_timestamp"].to_numpy(),
-                         **{name: forecast[last, i] for i, name in enumerate(OUTPUTS)}}).reset_index(drop=True)
+    pairs = expand_leads(rows.tail(1))
+    origin = pairs["event_timestamp"].iloc[0]
+    known = recent_scores(booster, hourly, pd.Series({pairs["meter_id"].iloc[0]: origin}))
+    shift, how = rolling_shift(pairs["meter_id"].to_numpy(), pairs["event_timestamp"].to_numpy(),
+                               known["meter_id"].to_numpy(), known["target_timestamp"].to_numpy(),
+                               known["score"].to_numpy(), metadata["conformal_kw"])
+    forecast = calibrate(raw_quantiles(booster, pairs), shift)
+    return pd.DataFrame({"meter_id": pairs["meter_id"].to_numpy(), "timestamp": pairs["target_timestamp"].to_numpy(),
+                         **{name: forecast[:, i] for i, name in enumerate(OUTPUTS)},
+                         "calibration": how, "calibration_shift_kw": shift})
+
+
+def recent_scores(model: Any, hourly: pd.DataFrame, origins: pd.Series) -> pd.DataFrame:
+    """The conformity scores that calibrate each meter's band at ``origins[meter]``: the model's raw forecasts
+    from the meter's origins in the ``CALIBRATION_DAYS`` + 1 days before, against ``hourly``'s actuals known
+    then (``meter_id``, ``target_timestamp``, ``score``). Origin rows are built from ``hourly`` (the features
+    Feast is fed), each meter's from the two weeks before its origin."""
+    from smart_energy.components.features import build_feature_frame
+
+    origins = pd.to_datetime(origins.rename(index=str))
+    meter = hourly["meter_id"].astype(str)
+    until = meter.map(origins)
+    tail = hourly[until.notna() & (hourly["timestamp"] >= until - pd.Timedelta(days=2 * CALIBRATION_DAYS + 2))
+                  & (hourly["timestamp"] < until)]
+    empty = pd.DataFrame({"meter_id": pd.Series(dtype=str), "target_timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
+                          "score": pd.Series(dtype=float)})
+    if tail.empty:
+        return empty
+    rows = build_feature_frame(tail)
+    end = rows["meter_id"].astype(str).map(origins)
+    rows = rows[(rows["event_timestamp"] < end) & (rows["event_timestamp"] >= end - pd.Timedelta(days=CALIBRATION_DAYS + 1))]
+    pairs = expand_leads(rows, usage_series(tail)).dropna(subset=["target_kw"])
+    pairs = pairs[pairs["target_timestamp"] < pairs["meter_id"].astype(str).map(origins)]
+    if pairs.empty:
+        return empty
+    scores = conformity(pairs["target_kw"].to_numpy(), raw_quantiles(model, pairs))
+    return pd.DataFrame({"meter_id": pairs["meter_id"].astype(str).to_numpy(),
+                         "target_timestamp": pairs["target_timestamp"].to_numpy(), "score": scores})
