@@ -8,7 +8,7 @@ Windows on the shared file (what `make backtest` does: train before the last 4 w
   validation weeks is ever seen), with early stopping on that fit part's own last 15 % (``time_split``), then
   refitted on the whole fit part with the rounds found (as ``train_dayahead`` does).
 The band of every candidate is calibrated as ``evaluate`` does it: the fit part's own CQR shift as the fallback,
-then the rolling 7-day conformal shift (``rolling_shift``) on the validation pairs known before each origin.
+then the rolling 7-day conformal shift (``calibration.rolling_band``) on the validation pairs known before each origin.
 Quantiles are sorted per row and clipped at 0 kW (``calibrate``).
 
 Origin rows come from ``features.build_feature_frame`` (the same columns and values Feast's point-in-time join
@@ -46,8 +46,9 @@ import xgboost as xgb
 os.environ.setdefault("SE_XGB_THREADS", "1")
 
 from smart_energy.components.dayahead import (DAYAHEAD_FEATURES, EARLY_STOPPING, MAX_ROUNDS, PARAMS, QUANTILES,
-                                              calibrate, conformal_shift, conformity, expand_leads, fit_dayahead,
-                                              raw_quantiles, rolling_shift, score_pairs, usage_series)
+                                              conformal_shift, expand_leads, fit_dayahead, raw_quantiles,
+                                              score_pairs, usage_series)
+from smart_energy.components.calibration import rolling_band
 from smart_energy.components.features import (FEATURES, build_feature_frame, keep_meters_with_history, labels,
                                               training_cutoff)
 from smart_energy.components.ingest import load_hourly
@@ -240,12 +241,9 @@ class Shipped:
 
 
 def rolling(model, pairs: pd.DataFrame) -> np.ndarray:
-    """``dayahead.rolling_forecast`` for any candidate: raw quantiles, 7-day rolling CQR shift, sort, clip."""
-    raw = model.raw(pairs)
-    actual = pairs["target_kw"].to_numpy()
-    targets, origins = pairs["target_timestamp"].to_numpy(), pairs["event_timestamp"].to_numpy()
-    shift = rolling_shift(origins, origins, targets, conformity(actual, raw), model.fallback)
-    return calibrate(raw, shift)
+    """``evaluate``'s band for any candidate: raw quantiles, then the one calibration path
+    (``calibration.rolling_band``: per-meter 7-day rolling CQR shift, the candidate's fallback, sort, clip)."""
+    return rolling_band(model.raw(pairs), pairs, model.fallback)[0]
 
 
 # ---------------------------------------------------------------- run
