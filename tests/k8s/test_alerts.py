@@ -17,7 +17,7 @@ UNIT_TESTS = Path(__file__).with_name("alerts_test.yaml")
 EXPECTED_ALERTS = {
     "SmartEnergyDriftDetected", "SmartEnergyForecastWorseThanBaseline", "SmartEnergyHighLatencyP99",
     "SmartEnergyHighErrorRate", "SmartEnergyCanaryWorseThanProduction", "SmartEnergyPipelineStale",
-    "SmartEnergyCanaryRolledBack", "SmartEnergyFallbackShareHigh",
+    "SmartEnergyCanaryRolledBack", "SmartEnergyFallbackShareHigh", "SmartEnergyDayAheadCoverage",
 }
 
 
@@ -29,7 +29,7 @@ def _alerts() -> dict[str, dict]:
 def test_promtool_check_rules():
     out = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 10 rules found" in out.stdout
+    assert "SUCCESS: 12 rules found" in out.stdout
 
 
 def test_promtool_unit_tests_pass():
@@ -66,7 +66,8 @@ def test_thresholds_match_the_rollout_settings():
 
 # series a transformer exports (its PodMonitor adds `isvc`); the pipeline's and the loop's pushed ones carry none
 SERVING_METRICS = re.compile(r"\b(se_(?:requests_total|request_duration_seconds_bucket|drift_detected|forecast_mae_kw|"
-                             r"baseline_mae_kw|fallback_forecasts_total|prediction_kw_count)|se:[a-z0-9_:]+)\b")
+                             r"baseline_mae_kw|fallback_forecasts_total|prediction_kw_count|dayahead_coverage|dayahead_scored_pairs)|"
+                             r"se:[a-z0-9_:]+)\b")
 
 
 def _aggregations(expr: str) -> list[tuple[str, str]]:
@@ -83,7 +84,8 @@ def test_serving_rules_are_per_inference_service():
     assert {r.get("alert") or r.get("record") for r in serving} == {
         "se:request_error_ratio:rate5m", "se:request_duration_seconds:p99_5m", "SmartEnergyDriftDetected",
         "SmartEnergyForecastWorseThanBaseline", "SmartEnergyHighLatencyP99", "SmartEnergyHighErrorRate",
-        "SmartEnergyCanaryWorseThanProduction", "SmartEnergyFallbackShareHigh"}
+        "SmartEnergyCanaryWorseThanProduction", "SmartEnergyFallbackShareHigh", "se:dayahead_coverage:pairs_weighted",
+        "SmartEnergyDayAheadCoverage"}
     for rule in serving:
         name = rule.get("alert") or rule.get("record")
         for op, grouping in _aggregations(rule["expr"]):
