@@ -3,10 +3,20 @@ training and batch prediction, each in its own process, on the embedded default 
 (SE_ENGINE=spark) side by side: seconds, peak RSS of the whole process tree (Spark's JVM and Python workers
 included) and the cost per meter. 10, 100 and 1,000 meters have 8 days of minute readings each; 10,000 meters
 are hourly synthetic data (9 days; their minute files would be ~7 GB). Then the 10,000-meter batch forecast
-against its 60 s target, the per-meter cost from 100 to 10,000 meters, and the extrapolation to 100,000."""
+against its 60 s target, the per-meter cost from 100 to 10,000 meters, and the extrapolation to 100,000.
+
+Then the day-ahead model's training cost (``dayahead_section``, embedded engine: the day-ahead model trains
+there only) at 1,000 and 10,000 meters of hourly synthetic data, by phase: the Feast point-in-time join and the
+``MAX_ORIGINS`` sampling, ``fit_dayahead`` (pooled ``reg:quantileerror`` booster + next-hour booster + blend),
+and the per-meter advice; and ``reg:quantileerror``'s cost per row and round on 0.1 to 0.8 million pairs of the
+10,000-meter fleet, 30 rounds, no early stopping (is it super-linear, as absolute error's per-leaf medians were?).
+
+Run the day-ahead part alone: ``python -m benchmarks.fleet_bench --data SHARED --dayahead [--sizes 1000 10000]``."""
 
 from __future__ import annotations
 
+import argparse
+import sys
 import threading
 import time
 from pathlib import Path
@@ -126,6 +136,103 @@ def fleet_predict(ingest_dir: str, repo: str, model_dir: str, out: str, engine: 
     return _measured(step)
 
 
+@register("fleet_train_dayahead")
+def fleet_train_dayahead(ingest_dir: str, repo: str, advice_meters: str) -> dict:
+    """``train_dayahead``'s phases on a published fleet: the Feast join and the ``MAX_ORIGINS`` sampling
+    (``training_origins``, ``training_pairs``), ``fit_dayahead``, and ``load_advice`` on the first
+    ``advice_meters`` meters (the rest extrapolated linearly: it is a per-meter loop)."""
+    from smart_energy.components.dayahead import (fit_dayahead, load_advice, training_origins,
+                                                  training_pairs)
+    from smart_energy.components.features import keep_meters_with_history, labels
+    from smart_energy.components.ingest import load_hourly
+
+    settings = _settings(repo, "embedded")
+
+    def step() -> dict:
+        hourly, _ = keep_meters_with_history(load_hourly(ingest_dir))
+        t = time.perf_counter()
+        origins = training_origins(hourly, settings, None, publish_features=False)
+        pairs = training_pairs(hourly, settings, None, origins)
+        features = time.perf_counter() - t
+        t = time.perf_counter()
+        fit = fit_dayahead(pairs, origins)
+        fitted = time.perf_counter() - t
+        meters = sorted(hourly["meter_id"].unique())
+        some = set(meters[:int(advice_meters)])
+        t = time.perf_counter()
+        load_advice(hourly[hourly["meter_id"].isin(some)].reset_index(drop=True), settings)
+        advice = (time.perf_counter() - t) * len(meters) / len(some)
+        return {"meters": len(meters), "hours": len(hourly), "candidate_origins": int(len(labels(hourly))),
+                "origins": len(origins), "pairs": len(pairs), "features_seconds": features, "fit_seconds": fitted,
+                "rounds": [fit["rounds"], fit["next_hour_rounds"]], "advice_seconds": advice,
+                "advice_meters_measured": len(some)}
+
+    return _measured(step)
+
+
+@register("fleet_quantile_rows")
+def fleet_quantile_rows(ingest_dir: str) -> dict:
+    """``reg:quantileerror`` (the day-ahead ``PARAMS``, one thread) for 30 rounds on 1/2, 1, 2 and 4 x
+    ``MAX_ORIGINS`` sampled origins' pairs of the fleet (features built from the hourly data, as Feast's)."""
+    import numpy as np
+    import xgboost as xgb
+
+    from smart_energy.components.dayahead import MAX_ORIGINS, PARAMS, dmatrix, expand_leads, usage_series
+    from smart_energy.components.features import build_feature_frame, keep_meters_with_history, labels
+    from smart_energy.components.ingest import load_hourly
+
+    hourly, _ = keep_meters_with_history(load_hourly(ingest_dir))
+    rows = labels(hourly).merge(build_feature_frame(hourly).drop(columns=["created"]),
+                                on=["meter_id", "event_timestamp"])
+    usage = usage_series(hourly)
+    out = []
+    start = time.perf_counter()
+    for factor in (0.5, 1, 2, 4):
+        n = min(len(rows), int(factor * MAX_ORIGINS))
+        pick = np.sort(np.random.default_rng(7).choice(len(rows), n, replace=False))
+        pairs = expand_leads(rows.iloc[pick].reset_index(drop=True), usage).dropna(subset=["target_kw"])
+        matrix = dmatrix(pairs, True)
+        t = time.perf_counter()
+        xgb.train({**PARAMS, "nthread": 1}, matrix, num_boost_round=30)
+        seconds = time.perf_counter() - t
+        out.append({"origins": n, "pairs": len(pairs), "seconds": seconds,
+                    "us_per_pair_round": 1e6 * seconds / (len(pairs) * 30)})
+    return {"seconds": time.perf_counter() - start, "sizes": out}
+
+
+def dayahead_section(shared: Path, work: Path, run_case, sizes: tuple[int, ...] = (1000, 10_000)) -> dict:
+    """The day-ahead training cost at fleet size (hourly synthetic data, 9 days a meter), embedded engine."""
+    from smart_energy.components.dayahead import MAX_ORIGINS
+    from smart_energy.components.ingest import write_hourly_parquet
+
+    print(f"\n== fleet, day-ahead training (embedded; hourly synthetic data, {DAYS + 1} days a meter; features "
+          f"published first, not timed; at most MAX_ORIGINS = {MAX_ORIGINS:,} origins are sampled) ==")
+    print(f"{'meters':>7} {'origins':>9} {'sampled':>8} {'pairs':>8} {'join s':>7} {'fit s':>7} {'rounds':>9} "
+          f"{'us/pair':>8} {'advice s':>9} {'total s':>8} {'ms/meter':>9} {'peak MiB':>8}")
+    results = {}
+    for n in sizes:
+        root = work / f"dayahead{n}"
+        (root / "ingest").mkdir(parents=True, exist_ok=True)
+        write_hourly_parquet(make_fleet_hourly(shared, n, DAYS + 1), root / "ingest" / "hourly.parquet")
+        repo = str(copy_feature_repo(root / "feature_repo"))
+        run_case("fleet_publish", str(root / "ingest"), repo, "embedded")
+        r = run_case("fleet_train_dayahead", str(root / "ingest"), repo, str(min(n, 1000)))
+        total = r["features_seconds"] + r["fit_seconds"] + r["advice_seconds"]
+        results[n] = r | {"total_seconds": total}
+        advice = f"{r['advice_seconds']:9.1f}" + ("*" if r["advice_meters_measured"] < n else " ")
+        print(f"{n:7,} {r['candidate_origins']:9,} {r['origins']:8,} {r['pairs']:8,} {r['features_seconds']:7.1f} "
+              f"{r['fit_seconds']:7.1f} {str(tuple(r['rounds'])):>9} {1e6 * r['fit_seconds'] / r['pairs']:8.1f} "
+              f"{advice}{total:8.1f} {1000 * total / n:9.2f} {r['peak_mib']:8.0f}", flush=True)
+    if any(r["advice_meters_measured"] < n for n, r in results.items()):
+        print("* advice measured on the first 1,000 meters, extrapolated linearly (a per-meter loop)")
+    big = max(sizes)
+    q = run_case("fleet_quantile_rows", str(work / f"dayahead{big}" / "ingest"))
+    print(f"reg:quantileerror alone (day-ahead PARAMS, 1 thread, 30 rounds) on the {big:,}-meter fleet's pairs: "
+          + "; ".join(f"{s['pairs']:,} pairs {s['seconds']:.1f} s = {s['us_per_pair_round']:.2f} us/pair/round"
+                      for s in q["sizes"]), flush=True)
+    return {"sizes": results, "quantile_rows": q["sizes"]}
+
+
 def _row(n: int, name: str, results: dict[str, dict]) -> str:
     cells = [f"{n:7,} {name:8}"]
     for engine in ENGINES:
@@ -173,6 +280,7 @@ def bench(big: Path, work: Path, run_case, shared: Path) -> None:
     print(f"{n:7,} {'(hourly synthetic data, 9 days: no ingest)':40}", flush=True)
     sizes[n] = _run_size(n, root, run_case)
     summarise(sizes)
+    dayahead_section(shared, work, run_case)
 
 
 def summarise(sizes: dict[int, dict]) -> None:
@@ -192,3 +300,19 @@ def summarise(sizes: dict[int, dict]) -> None:
         peak = max(sizes[10_000][s][engine]["peak_mib"] for s in STEPS)
         print(f"100,000 meters extrapolated ({engine}, linear from 10,000): ~{10 * total / 60:.0f} min on these 2 cores, "
               f"peak ~{10 * peak / 1024:.1f} GiB if memory grows with the meters")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="the shared UCI slice")
+    parser.add_argument("--dayahead", action="store_true", help="only the day-ahead training cost")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10_000])
+    args = parser.parse_args()
+    import tempfile
+
+    from benchmarks.run import run_case as run
+
+    if not args.dayahead:
+        sys.exit("run the whole fleet section through benchmarks/run.py --only fleet; --dayahead runs its last part")
+    with tempfile.TemporaryDirectory() as tmp:
+        dayahead_section(args.data.resolve(), Path(tmp), run, tuple(args.sizes))

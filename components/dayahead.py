@@ -201,12 +201,13 @@ def pinball(actual: np.ndarray, quantiles: np.ndarray) -> float:
     return float(np.mean(np.maximum(q * diff, (q - 1) * diff)))
 
 
-def training_origins(hourly: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp | None) -> pd.DataFrame:
+def training_origins(hourly: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp | None,
+                     publish_features: bool = True) -> pd.DataFrame:
     """The origin rows (``train.training_frame``: Feast point in time, each with its hour's ``target_kw``) before
     ``cutoff``; at most ``MAX_ORIGINS``, sampled evenly at random beyond that."""
     from smart_energy.components.train import training_frame
 
-    origins = training_frame(hourly, settings, cutoff)
+    origins = training_frame(hourly, settings, cutoff, publish_features)
     if len(origins) > MAX_ORIGINS:
         keep = np.sort(np.random.default_rng(7).choice(len(origins), MAX_ORIGINS, replace=False))
         origins = origins.iloc[keep].reset_index(drop=True)
