@@ -1,7 +1,8 @@
 """Serving benchmark (`make bench`, section "serving"): wrk on loopback against three servers in one run.
 
-- predictor alone (KServe V1, one feature row per request)
-- transformer -> predictor end to end (V1 entity request: Feast online lookup, drift window, predictor call)
+- predictor alone (KServe V1, one feature row per request), for reference
+- ``smart-energy serve`` end to end: its public port -> transformer (V1 entity request: Feast online lookup, drift
+  window, predictor call) -> predictor, the path a client calls
 - seed-style baseline: a FastAPI endpoint that builds a pandas DataFrame from the JSON and calls xgboost
 
 Latency is measured at a fixed rate of 200 req/s. wrk2 is not packaged here, so the rate comes from
@@ -10,6 +11,11 @@ wrk's Lua ``delay()`` hook: one thread, a few connections, and a schedule of one
 the actual send, so -- unlike wrk2 -- queueing behind a stall is not added (no coordinated-omission
 correction); at this rate the servers are mostly idle, so it matters little. Throughput is wrk
 without the delay (1 thread, 8 connections). Every run is bounded (seconds, not requests).
+
+``python -m benchmarks.serving_bench --ab --data FILE``: issue 23's steps side by side instead, in one run,
+alternated (``--rounds``): ``serve`` as it is, then undoing one step at a time: no batching of predictor calls,
+the old proxy hop (``--hop proxy``), the old thread default (2 XGBoost threads on this box, libgomp's default wait
+policy); plus the seed-style API, and CPU ms per request of each process.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ MAX_SECONDS = 8
 MAX_CONNECTIONS = 8
 RATE_CONNECTIONS = 4
 TRAIN_MINUTES = 6 * 7 * 1440
-TARGETS = {"predictor_p99_ms": 5.0, "end_to_end_p99_ms": 15.0, "throughput_ratio": 3.0}
+TARGETS = {"predictor_p99_ms": 5.0, "end_to_end_p99_ms": 15.0, "end_to_end_max_p99_ms": 30.0, "throughput_ratio": 3.0}
+E2E, PREDICTOR, SEED = "serve: public port end to end", "predictor alone", "seed-style FastAPI+pandas"
 
 LUA = r"""
 local ffi = require("ffi")
@@ -112,13 +119,9 @@ def _train(shared: Path, work: Path):
     return settings, work / "model", metadata
 
 
-def bench(big: Path, work: Path, run_case, shared: Path) -> dict:
-    """Train a model on a slice of ``shared``, serve it three ways, load each with wrk; print and return results."""
+def _setup(shared: Path, work: Path):
+    """Train, and everything the cases need: (work dir, settings, model dir, feature values, env)."""
     import pandas as pd
-    import requests
-
-    sys.path.insert(0, str(REPO / "tests"))
-    from helpers import free_port, start, stop, wait_http  # the same process handling as the tests
 
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not installed (make system-deps)")
@@ -128,35 +131,54 @@ def bench(big: Path, work: Path, run_case, shared: Path) -> dict:
     features = metadata["features"]
     row = pd.read_parquet(settings.feature_repo / "data" / "hourly_features.parquet").dropna(subset=features).iloc[-1]
     values = [float(row[f]) for f in features]
-
     env = {**settings.as_env(), "SE_BENCH_MODEL_DIR": str(model_dir)}
-    ports = {k: free_port() for k in ("predictor", "transformer", "baseline")}
-    py = sys.executable
-    procs = {
-        "predictor": start([py, "-m", "smart_energy.serving.predictor", "--model_dir", str(model_dir),
-                            "--http_port", str(ports["predictor"])], work / "predictor.log", env=env),
-        "transformer": start([py, "-m", "smart_energy.serving.transformer", "--model_dir", str(model_dir),
-                              "--http_port", str(ports["transformer"]),
-                              "--predictor_host", f"127.0.0.1:{ports['predictor']}"], work / "transformer.log",
-                             env=env),
-        "baseline": start([py, "-m", "uvicorn", "benchmarks.serving_bench:make_baseline_app", "--factory",
-                           "--host", "127.0.0.1", "--port", str(ports["baseline"]), "--no-access-log",
-                           "--log-level", "warning"], work / "baseline.log", env=env),
-    }
+    return work, settings, model_dir, dict(zip(features, values)), env
+
+
+def _serve(model_dir: Path, work: Path, env: dict, tag: str, extra: list[str] = ()):
+    """``smart-energy serve`` on free ports: (process, public port)."""
+    from helpers import free_port, start
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "smart_energy.cli", "serve", "--model-dir", str(model_dir), "--port", str(port),
+           "--predictor-port", str(free_port()), "--transformer-port", str(free_port()), *extra]
+    return start(cmd, work / f"serve-{tag}.log", env=env), port
+
+
+def _baseline(work: Path, env: dict):
+    from helpers import free_port, start
+
+    port = free_port()
+    return start([sys.executable, "-m", "uvicorn", "benchmarks.serving_bench:make_baseline_app", "--factory",
+                  "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                 work / "baseline.log", env=env), port
+
+
+def bench(big: Path, work: Path, run_case, shared: Path) -> dict:
+    """Train a model on a slice of ``shared``, serve it three ways, load each with wrk; print and return results."""
+    import requests
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from helpers import free_port, start, stop, wait_http  # the same process handling as the tests
+
+    work, settings, model_dir, row, env = _setup(shared, work)
+    predictor_port = free_port()
+    procs = {"predictor": start([sys.executable, "-m", "smart_energy.serving.predictor", "--model_dir",
+                                 str(model_dir), "--http_port", str(predictor_port)], work / "predictor.log", env=env)}
+    procs["serve"], serve_port = _serve(model_dir, work, env, "handoff")
+    procs["baseline"], baseline_port = _baseline(work, env)
     name = settings.model_name
     cases = {
-        "predictor alone": (f"http://127.0.0.1:{ports['predictor']}/v1/models/{name}:predict",
-                            {"instances": [values]}),
-        "transformer->predictor": (f"http://127.0.0.1:{ports['transformer']}/v1/models/{name}:predict",
-                                   {"instances": [{"meter_id": settings.meter_id}]}),
-        "seed-style FastAPI+pandas": (f"http://127.0.0.1:{ports['baseline']}/predict",
-                                      {"features": dict(zip(features, values))}),
+        PREDICTOR: (f"http://127.0.0.1:{predictor_port}/v1/models/{name}:predict", {"instances": [list(row.values())]}),
+        E2E: (f"http://127.0.0.1:{serve_port}/v1/models/{name}:predict",
+              {"instances": [{"meter_id": settings.meter_id}]}),
+        SEED: (f"http://127.0.0.1:{baseline_port}/predict", {"features": row}),
     }
     results: dict[str, dict] = {}
     try:
-        wait_http(f"http://127.0.0.1:{ports['predictor']}/v2/health/ready", timeout=120, proc=procs["predictor"])
-        wait_http(f"http://127.0.0.1:{ports['transformer']}/v2/health/ready", timeout=120, proc=procs["transformer"])
-        wait_http(f"http://127.0.0.1:{ports['baseline']}/docs", timeout=120, proc=procs["baseline"])
+        wait_http(f"http://127.0.0.1:{predictor_port}/v2/health/ready", timeout=120, proc=procs["predictor"])
+        wait_http(f"http://127.0.0.1:{serve_port}/v2/health/ready", timeout=120, proc=procs["serve"])
+        wait_http(f"http://127.0.0.1:{baseline_port}/docs", timeout=120, proc=procs["baseline"])
         for label, (url, body) in cases.items():
             resp = requests.post(url, json=body, timeout=10)
             resp.raise_for_status()
@@ -170,20 +192,115 @@ def bench(big: Path, work: Path, run_case, shared: Path) -> dict:
     return results
 
 
+AB_VARIANTS = {  # label: (serve's extra flags, extra environment)
+    "serve (this version)": ([], {}),
+    "serve --predictor-batching off": (["--predictor-batching", "off"], {}),
+    "serve, batching off, --hop proxy": (["--predictor-batching", "off", "--hop", "proxy"], {}),
+    # the old default on this 2-core box: 2 threads, libgomp's own wait policy ("" is not PASSIVE, and not set)
+    "serve, batching off, proxy, 2 XGBoost threads": (["--predictor-batching", "off", "--hop", "proxy"],
+                                                      {"SE_XGB_THREADS": "2", "OMP_WAIT_POLICY": ""}),
+}
+
+
+def ab(shared: Path, work: Path, rounds: int, variants: list[str] | None = None) -> dict:
+    """Each variant of ``serve`` (and the seed-style API) at max rate, alternated ``rounds`` times, in one run."""
+    import requests
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from helpers import stop, wait_http
+
+    work, settings, model_dir, row, env = _setup(shared, work)
+    name = settings.model_name
+    entity = {"instances": [{"meter_id": settings.meter_id}]}
+    procs, urls = {}, {}
+    try:
+        for i, label in enumerate(variants or AB_VARIANTS):
+            extra, extra_env = AB_VARIANTS[label]
+            procs[label], port = _serve(model_dir, work, {**env, **extra_env}, str(i), extra)
+            urls[label] = (f"http://127.0.0.1:{port}/v1/models/{name}:predict", entity)
+        procs[SEED], port = _baseline(work, env)
+        urls[SEED] = (f"http://127.0.0.1:{port}/predict", {"features": row})
+        for label, proc in procs.items():
+            url, body = urls[label]
+            base = url.split("/v1/")[0].removesuffix("/predict")
+            wait_http(base + ("/docs" if label == SEED else "/v2/health/ready"), timeout=180, proc=proc)
+            assert requests.post(url, json=body, timeout=10).status_code == 200
+            run_wrk(url, body, work, 2, MAX_CONNECTIONS, None)  # warm-up
+        results: dict[str, list[dict]] = {label: [] for label in urls}
+        for _ in range(rounds):
+            for label, (url, body) in urls.items():
+                pids = _process_tree(procs[label].pid)
+                before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+                result = run_wrk(url, body, work, MAX_SECONDS, MAX_CONNECTIONS, None)
+                result["cpu_ms"] = {name: (_cpu_seconds(pid) - before[name]) * 1000 / result["requests"]
+                                    for name, pid in pids.items()}
+                results[label].append(result)
+    finally:
+        for proc in procs.values():
+            stop(proc)
+    print(f"\n== serving A/B: wrk -t1 -c{MAX_CONNECTIONS} -d{MAX_SECONDS}s, alternated {rounds}x; CPU ms per request "
+          f"by process (utime+stime from /proc) ==")
+    seed = sum(r["rps"] for r in results[SEED]) / rounds
+    for label, runs in results.items():
+        rates = " / ".join(f"{r['rps']:.0f}" for r in runs)
+        p99 = " / ".join(f"{r['p99_ms']:.1f}" for r in runs)
+        mean = sum(r["rps"] for r in runs) / rounds
+        cpu = "  ".join(f"{name} {' / '.join(format(r['cpu_ms'][name], '.2f') for r in runs)}"
+                        for name in runs[0]["cpu_ms"])
+        print(f"{label:52} req/s {rates:12} p99 ms {p99:12} x seed {mean / seed:.2f}  {cpu}")
+    return results
+
+
+def _process_tree(pid: int) -> dict[str, int]:
+    """``serve`` (or the baseline) and its children by role."""
+    out = {"serve" if Path(f"/proc/{pid}/cmdline").read_bytes().find(b"serve") >= 0 else "server": pid}
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        out["transformer" if b"transformer" in cmdline else "predictor"] = int(child)
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _print(results: dict) -> None:
     print(f"\n== serving: wrk on 127.0.0.1, {RATE} req/s for {RATE_SECONDS}s ({RATE_CONNECTIONS} connections, Lua "
           f"delay() pacing), then max throughput for {MAX_SECONDS}s ({MAX_CONNECTIONS} connections) ==")
-    print(f"{'':28}{'rate/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max req/s':>11}{'p99@max ms':>12}")
+    print(f"{'':32}{'rate/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max req/s':>11}{'p99@max ms':>12}")
     for label, r in results.items():
         f, m = r["fixed"], r["max"]
-        print(f"{label:28}{f['rps']:>8.0f}{f['p50_ms']:>9.2f}{f['p95_ms']:>9.2f}{f['p99_ms']:>9.2f}"
+        print(f"{label:32}{f['rps']:>8.0f}{f['p50_ms']:>9.2f}{f['p95_ms']:>9.2f}{f['p99_ms']:>9.2f}"
               f"{m['rps']:>11.0f}{m['p99_ms']:>12.2f}")
-    pred, e2e, base = (results[k] for k in ("predictor alone", "transformer->predictor", "seed-style FastAPI+pandas"))
-    ratio = pred["max"]["rps"] / base["max"]["rps"]
-    print(f"predictor p99 @ {RATE}/s: {pred['fixed']['p99_ms']:.2f} ms (target <= {TARGETS['predictor_p99_ms']} ms) "
-          f"{'OK' if pred['fixed']['p99_ms'] <= TARGETS['predictor_p99_ms'] else 'MISSED'}")
+    pred, e2e, base = (results[k] for k in (PREDICTOR, E2E, SEED))
+
+    def verdict(ok: bool) -> str:
+        return "OK" if ok else "MISSED"
+
+    ratio = e2e["max"]["rps"] / base["max"]["rps"]
+    print(f"end to end through serve / seed-style API, max rate: {ratio:.1f}x (target >= "
+          f"{TARGETS['throughput_ratio']}x) {verdict(ratio >= TARGETS['throughput_ratio'])}")
     print(f"end-to-end p99 @ {RATE}/s: {e2e['fixed']['p99_ms']:.2f} ms (target <= {TARGETS['end_to_end_p99_ms']} ms) "
-          f"{'OK' if e2e['fixed']['p99_ms'] <= TARGETS['end_to_end_p99_ms'] else 'MISSED'}")
-    print(f"predictor throughput / seed-style baseline: {ratio:.1f}x (target >= {TARGETS['throughput_ratio']}x) "
-          f"{'OK' if ratio >= TARGETS['throughput_ratio'] else 'MISSED'}; p99 ratio baseline/predictor @ {RATE}/s: "
-          f"{base['fixed']['p99_ms'] / pred['fixed']['p99_ms']:.1f}x")
+          f"{verdict(e2e['fixed']['p99_ms'] <= TARGETS['end_to_end_p99_ms'])}")
+    print(f"end-to-end p99 @ max rate: {e2e['max']['p99_ms']:.2f} ms (target <= {TARGETS['end_to_end_max_p99_ms']} ms)"
+          f" {verdict(e2e['max']['p99_ms'] <= TARGETS['end_to_end_max_p99_ms'])}")
+    print(f"predictor alone (reference): {pred['max']['rps'] / base['max']['rps']:.1f}x the seed-style API's max rate; "
+          f"p99 @ {RATE}/s {pred['fixed']['p99_ms']:.2f} ms (target <= {TARGETS['predictor_p99_ms']} ms) "
+          f"{verdict(pred['fixed']['p99_ms'] <= TARGETS['predictor_p99_ms'])}")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="the shared UCI slice")
+    parser.add_argument("--ab", action="store_true", help="issue 23's steps side by side instead of the section")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--variant", action="append", choices=list(AB_VARIANTS), help="only these (--ab)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.ab:
+            ab(args.data, Path(tmp), args.rounds, args.variant)
+        else:
+            bench(Path(), Path(tmp), None, args.data)

@@ -29,7 +29,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         except (KeyboardInterrupt, SystemExit):
             return 0
         serve_supervised(model_dir, args.port, args.predictor_port, args.transformer_port,
-                         {**os.environ, **settings.as_env()}, settings.model_name, hop=args.hop)
+                         {**os.environ, **settings.as_env()}, settings.model_name, hop=args.hop,
+                         batching=args.predictor_batching == "on")
         return 0
 
 
@@ -49,4 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hop", choices=("handoff", "proxy"), default="handoff",
                    help="handoff (default): the transformer accepts on the public port itself; proxy: serve relays "
                    "every request to it (one more hop, ~1 ms of CPU per request)")
+    p.add_argument("--predictor-batching", choices=("on", "off"), default="on",
+                   help="on (default): next-hour requests that arrive while a predictor call is in flight share the "
+                   "next call (the same answers, fewer calls under load); off: one call per request")
     p.set_defaults(func=_cmd_serve)

@@ -28,13 +28,16 @@ def main(argv: list[str] | None = None) -> int:
                         enable_predictor_health_check=True)
     parser.add_argument("--listen_fd", type=int, default=None,
                         help="also accept on this inherited listening socket (`serve` hands over its public port)")
+    parser.add_argument("--predictor_batching", choices=("on", "off"), default="on",
+                        help="on: next-hour requests that arrive while a predictor call is in flight share the next "
+                        "call (the same answers); off: one call per request")
     args, _ = parser.parse_known_args(argv)
     if args.predictor_protocol != "v2":
         parser.error("--predictor_protocol must be v2 (the predictor request carries one tensor per feature)")
     try:
         # metadata and drift detector: a local dir, a registry URI, or (no flag, as in the cluster) production
         model_dir = resolve_model_dir(args.model_dir, tempfile.mkdtemp(prefix="se-transformer-"), settings)
-        model = EnergyTransformer(args.model_name, str(model_dir), settings)
+        model = EnergyTransformer(args.model_name, str(model_dir), settings, batching=args.predictor_batching == "on")
         model.load()
     except SmartEnergyError as err:
         print(f"transformer: error: {err}", file=sys.stderr)

@@ -33,7 +33,8 @@ from smart_energy.components.settings import Settings
 from smart_energy.serving import metrics
 from smart_energy.components.calibration import RAW_OUTPUTS
 from smart_energy.serving.dayahead import Calibrations, answer_v1, pairs_matrix
-from smart_energy.serving.logic import Batch, PredictorUnavailable, RequestError, check_requested_outputs, parse_v1, parse_v2
+from smart_energy.serving.batching import CallBatcher
+from smart_energy.serving.logic import MAX_BATCH_ROWS, Batch, PredictorUnavailable, RequestError, check_requested_outputs, parse_v1, parse_v2
 from smart_energy.serving.monitors import DriftMonitor, ForecastErrorTracker
 from smart_energy.serving.online import OnlineFeatureReader, check_hours
 from smart_energy.serving.server import record_served_version
@@ -93,8 +94,9 @@ def fallback_parameters(fallback) -> dict:
 class EnergyTransformer(Model):
     platform = "smart-energy-transformer"
 
-    def __init__(self, name: str, model_dir: str, settings: Settings):
+    def __init__(self, name: str, model_dir: str, settings: Settings, batching: bool = True):
         super().__init__(name)
+        self.batching = batching  # next hour: requests that arrive during a predictor call share the next one
         self.model_dir = model_dir
         self.settings = settings
         self.version = ""  # of the metadata and drift detector loaded here
@@ -118,6 +120,7 @@ class EnergyTransformer(Model):
         self.drift = DriftMonitor(load_drift_detector(self.model_dir), self.features, self.settings.drift_window,
                                   on_result=publish_drift, watched=watched, share=self.settings.drift_share)
         self.drift.start()
+        self.batcher = CallBatcher(self._batched_call, MAX_BATCH_ROWS) if self.batching and not self.dayahead else None
         # one error tracker per answering version: in a canary, each version's MAE is over its own forecasts
         self.errors: OrderedDict[str, ForecastErrorTracker] = OrderedDict()
         if self.dayahead:  # each meter's band calibrated on its own recent scores (components/calibration.py)
@@ -173,10 +176,27 @@ class EnergyTransformer(Model):
             request = predictor_request(self.name, matrix, self.model_features, state.request_id or "")
             request.request_outputs = [RequestedOutput(name) for name in RAW_OUTPUTS]  # calibrated here
             return request
+        if self.batcher is not None:  # predict() sends batch.matrix, in one call with the requests waiting with it
+            return InferRequest(model_name=self.name, infer_inputs=[], request_id=state.request_id or "")
         return predictor_request(self.name, batch.matrix, self.features, state.request_id or "")
 
     async def predict(self, payload: InferRequest, headers: Dict[str, str] = None,
                       response_headers: Dict[str, str] = None) -> InferResponse:
+        if self.batcher is not None and not self.dayahead:  # next hour: concurrent requests share a call
+            rows = np.asarray(_request.get().batch.matrix, dtype=np.float32)
+            version, outputs = await self.batcher.submit(rows, headers, response_headers)
+            return InferResponse(response_id=payload.id, model_name=self.name, model_version=version,
+                                 infer_outputs=[InferOutput(name=name, shape=[len(values)], datatype=dtype, data=values)
+                                                for name, dtype, values in outputs])
+        return await self._call_predictor(payload, headers, response_headers)
+
+    async def _batched_call(self, rows: np.ndarray, headers, response_headers):
+        result = await self._call_predictor(predictor_request(self.name, rows, self.features, ""), headers,
+                                            response_headers)
+        return result.model_version, [(o.name, o.datatype, o.as_numpy().ravel()) for o in result.outputs]
+
+    async def _call_predictor(self, payload: InferRequest, headers: Dict[str, str] = None,
+                              response_headers: Dict[str, str] = None) -> InferResponse:
         config = self.predictor_config
         host = config.predictor_host if config else "?"
         try:
