@@ -102,6 +102,27 @@ def test_lead_1_is_the_next_hour_models_forecast_and_later_leads_blend_with_the_
         raw_quantiles(booster, pairs)
 
 
+def test_evaluates_lead_1_p50_is_no_worse_than_the_next_hour_model_on_the_same_hours(dayahead, shared_data):
+    from pathlib import Path
+
+    from smart_energy.components.dayahead import score_hourly
+    from smart_energy.components.evaluate import last_weeks_split
+    from smart_energy.components.settings import Settings
+
+    model, meta = load_dayahead(dayahead["root"] / "model")
+    data, history = last_weeks_split(load_hourly(shared_data), None, 4)
+    settings = Settings(feature_repo=Path(dayahead["env"]["SE_FEATURE_REPO"]),
+                        artifact_uri=dayahead["env"]["SE_ARTIFACT_URI"])
+    result, pairs, forecast = score_hourly(model, meta, data, history, settings)  # what `evaluate` runs
+    assert result["mae_kw"] == pytest.approx(dayahead["scores"]["mae_kw"])
+    one = (pairs["lead_hours"] == 1).to_numpy()
+    actual = pairs.loc[one, "target_kw"].to_numpy()
+    next_hour = next_hour_kw(model.next_hour, pairs.loc[one, FEATURES].to_numpy(dtype=np.float32))
+    p50_mae, next_hour_mae = (float(np.mean(np.abs(f - actual))) for f in (forecast[one, 1], next_hour))
+    assert p50_mae <= next_hour_mae + 1e-6, (p50_mae, next_hour_mae)  # issue 22's must-show, after calibration
+    assert p50_mae < 0.9 * result["mae_by_lead"][24]
+
+
 def test_a_changed_next_hour_booster_is_refused_even_with_a_rewritten_manifest(dayahead, tmp_path):
     model_dir = tmp_path / "model"
     shutil.copytree(dayahead["root"] / "model", model_dir)
