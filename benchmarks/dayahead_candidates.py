@@ -22,7 +22,8 @@ Candidates:
  d  blend    next-hour model at lead 1; at lead L a per-lead weight w_L * next-hour + (1 - w_L) * pooled P50,
              w_L fitted on the fit part's inner split (both models' out-of-sample forecasts there)
  e  direct   one model per lead group (1, 2-3, 4-6, 7-12, 13-24), today's features and margin
-and a few combinations of them; and ``shipped``: the product's own code (``dayahead.fit_dayahead`` and
+and a few combinations of them; ``p+d1``: d1 with the meter's weekly profile at the target hour (the same
+weekday-hour over the 4 weeks before, what ``meter_profile_fv`` serves online) as a feature; and ``shipped``: the product's own code (``dayahead.fit_dayahead`` and
 ``raw_quantiles``: d1, lead 1 = the next-hour model, trained inside it), which ``train --horizon 24`` ships.
 
 Run: ``.venv/bin/python -m benchmarks.dayahead_candidates --data SHARED [--scored]``
@@ -84,6 +85,10 @@ def all_pairs(hourly: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
         warnings.simplefilter("ignore", RuntimeWarning)
         pairs["target_mean_7d"] = np.nanmean(week, axis=0)
+        # the meter's weekly profile at the target hour: the same weekday-hour over the 4 weeks before (what
+        # meter_profile_fv serves online), known at the origin for every lead
+        month = np.vstack([at(pairs["target_timestamp"] - pd.Timedelta(days=7 * k)) for k in range(1, 5)])
+        pairs["target_profile_4w"] = np.nanmean(month, axis=0)
     lead = pairs["lead_hours"].to_numpy(dtype=float)
     pairs["lag1_over_lead"] = pairs["usage_lag_1h"] / lead
     pairs["last15_over_lead"] = pairs["usage_last_15min"] / lead
@@ -263,6 +268,8 @@ def candidates(nh: NextHour, origins: pd.DataFrame) -> dict[str, Callable[[], An
         "d1 (a) blend, lead 1 = next-hour": lambda: Blend(Quantile(DAYAHEAD_FEATURES), nh, True),
         "b+d1 (b) blend, lead 1 = next-hour": lambda: Blend(Quantile(LEADX_FEATURES), nh, True),
         "b+c'+d1 lead 1 = next-hour": lambda: Blend(Quantile(LEADX_FEATURES, margin_mean7d), nh, True),
+        "p+d1 d1 + weekly profile at target": lambda: Blend(Quantile(DAYAHEAD_FEATURES + ["target_profile_4w"]), nh,
+                                                           True),
     }
 
 
