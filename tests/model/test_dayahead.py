@@ -134,6 +134,30 @@ def test_a_changed_next_hour_booster_is_refused_even_with_a_rewritten_manifest(d
         load_dayahead(model_dir)
 
 
+def test_a_day_ahead_directory_from_before_the_blend_still_loads_as_the_pooled_model(tmp_path):
+    import xgboost as xgb
+
+    from smart_energy.components.dayahead import PARAMS, dmatrix
+    from smart_energy.components.registry import write_model_dir
+
+    rng = np.random.default_rng(1)
+    pairs = pd.DataFrame(rng.random((240, len(DAYAHEAD_FEATURES))), columns=DAYAHEAD_FEATURES)
+    pairs["lead_hours"] = np.tile(np.arange(1, 25), 10)
+    pairs["target_kw"] = rng.random(240)
+    booster = xgb.train({**PARAMS, "nthread": 1}, dmatrix(pairs, True), num_boost_round=3)
+    write_model_dir(booster, {"name": "energy-forecaster-24h", "version": "v-old", "horizon_hours": 24,
+                              "features": DAYAHEAD_FEATURES, "conformal_kw": 0.1}, tmp_path / "old")
+    assert NEXT_HOUR_FILE not in json.loads((tmp_path / "old" / MANIFEST_FILE).read_text())["files"]
+    model, meta = load_dayahead(tmp_path / "old")  # e.g. the registry's production model, compared with a new one
+    assert model.next_hour is None and meta["version"] == "v-old"
+    np.testing.assert_array_equal(raw_quantiles(model, pairs), booster.predict(dmatrix(pairs)).reshape(-1, 3))
+    np.testing.assert_array_equal(raw_quantiles(booster, pairs), raw_quantiles(model, pairs))  # no blend to skip
+    with pytest.raises(SmartEnergyError, match="day-ahead"):
+        write_model_dir(booster, {"name": "energy-forecaster", "version": "v1", "features": DAYAHEAD_FEATURES},
+                        tmp_path / "next-hour")
+        load_dayahead(tmp_path / "next-hour")
+
+
 def test_lead_weights_pick_the_better_forecast_per_lead_and_keep_lead_1_on_the_next_hour():
     rng = np.random.default_rng(3)
     lead = np.repeat(np.arange(1, 25), 200)
