@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predictor_batching", choices=("on", "off"), default="on",
                         help="on: next-hour requests that arrive while a predictor call is in flight share the next "
                         "call (the same answers); off: one call per request")
+    parser.add_argument("--direct_v1", choices=("on", "off"), default="on",
+                        help="on: V1 predictions skip FastAPI's routing (the same answers); off: KServe's route")
     args, _ = parser.parse_known_args(argv)
     if args.predictor_protocol != "v2":
         parser.error("--predictor_protocol must be v2 (the predictor request carries one tensor per feature)")
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                                     predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
                                     predictor_request_retries=args.predictor_request_retries,
                                     predictor_health_check=args.enable_predictor_health_check)
-    start_server(model, args, settings, record_requests=True, predictor_config=config, listen_fd=args.listen_fd)
+    start_server(model, args, settings, record_requests=True, predictor_config=config, listen_fd=args.listen_fd,
+                 direct_v1=args.direct_v1 == "on")
     return 0
 
 

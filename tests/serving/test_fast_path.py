@@ -1,9 +1,9 @@
 """The fast path answers byte for byte what the plain path answers, in one run.
 
-Fast: ``smart-energy serve`` (its public socket handed to the transformer, next-hour requests that arrive during a
-predictor call sharing the next call), loaded with concurrent requests. Plain: a second transformer on its own port,
-``--predictor_batching off`` (one predictor call per request), sent the same requests one at a time, in front of the
-same predictor. V1 and V2, entity and feature-row requests, a refused one; next hour and day ahead. And
+Fast: ``smart-energy serve`` (its public socket handed to the transformer, V1 predictions past FastAPI's routing,
+next-hour requests that arrive during a predictor call sharing the next call), loaded with concurrent requests.
+Plain: a second transformer on its own port, ``--predictor_batching off --direct_v1 off`` (KServe's route, one
+predictor call per request), sent the same requests one at a time, in front of the same predictor. V1 and V2, entity and feature-row requests, a refused one; next hour and day ahead. And
 ``CallBatcher`` itself: answers split back per request, a refused row fails its own request only.
 """
 
@@ -94,8 +94,8 @@ def _paths(model_dir, env, root):
                   root / "serve.log", env=env)
     wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout=120, proc=serve)
     plain = start([PYTHON, "-m", "smart_energy.serving.transformer", "--model_dir", str(model_dir), "--http_port",
-                   str(plain_port), "--predictor_host", f"127.0.0.1:{predictor_port}", "--predictor_batching", "off"],
-                  root / "plain.log", env=env)
+                   str(plain_port), "--predictor_host", f"127.0.0.1:{predictor_port}", "--predictor_batching", "off",
+                   "--direct_v1", "off"], root / "plain.log", env=env)
     wait_http(f"http://127.0.0.1:{plain_port}/v2/health/ready", timeout=120, proc=plain)
     return [serve, plain], f"http://127.0.0.1:{port}", f"http://127.0.0.1:{plain_port}", \
         f"http://127.0.0.1:{transformer_port}"
@@ -207,3 +207,34 @@ def test_day_ahead_fast_path_answers_what_the_plain_path_answers(dayahead_model,
     finally:
         for proc in procs:
             stop(proc)
+
+
+# --------------------------------------------------------------------------- the online-row cache
+
+
+def test_cached_rows_are_read_once_and_a_push_changes_the_very_next_read(trained, tmp_path, shared_data):
+    from dataclasses import replace
+
+    from smart_energy.components.feast_store import FEATURE_SERVICE, apply, open_feature_store, push
+    from smart_energy.components.ingest import ingest_file
+    from smart_energy.serving.online import OnlineFeatureReader
+
+    settings, _, metadata = trained
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(settings.feature_repo, repo)
+    mine = replace(settings, feature_repo=repo)
+    apply(open_feature_store(mine), mine)  # the copy's own parquet (see test_forecast_error.private_servers)
+    reader = OnlineFeatureReader(open_feature_store(mine), FEATURE_SERVICE, metadata["features"])
+    assert reader.data_version is not None
+    reads = []
+    online_read = reader.provider.online_read
+    reader.provider.online_read = lambda *args: reads.append(1) or online_read(*args)
+    meter = mine.meter_id
+    first, (hour,) = reader.read([meter])
+    again, (hour_again,) = reader.read([meter])
+    assert len(reads) == len(reader._views) and hour_again == hour and np.array_equal(first, again, equal_nan=True)
+    hourly = ingest_file(shared_data).hourly
+    push(open_feature_store(mine), hourly[hourly["timestamp"] <= pd.Timestamp(hour) + pd.Timedelta(hours=1)])
+    after, (new_hour,) = reader.read([meter])
+    assert len(reads) == 2 * len(reader._views), "the read after a push came from the cache"
+    assert new_hour > hour and not np.array_equal(first, after, equal_nan=True)
