@@ -5,10 +5,10 @@ benchmark fell over at 1,000 req/s). Here the data's features are published to F
 store materialised to the data's end), the online rows of all meters are read in chunks, and one booster call
 per chunk forecasts them: the next hour, or for a day-ahead model each of the next 24 hours (P10/P50/P90). The
 day-ahead band is calibrated as everywhere (``components/calibration.py``): on each meter's conformity scores
-of the last ``CALIBRATION_DAYS``, from the model's forecasts at the meter's recent origins against its actuals,
-both from ``data`` (``dayahead.recent_scores``); a meter whose data hold less than a day of scored pairs gets the
-training calibration (``conformal_kw``). Columns ``calibration`` (``"rolling"`` | ``"training"``) and
-``calibration_shift_kw`` say which. The rows become the model's input as in the servers
+of the last ``CALIBRATION_DAYS`` in the lead's bucket, from the model's forecasts at the meter's recent origins
+against its actuals, both from ``data`` (``dayahead.recent_scores``); a meter whose data hold less than a day
+of scored pairs gets the training calibration (``conformal_kw``). Columns ``calibration`` (``"rolling"`` |
+``"training"``, per row) and ``calibration_shift_kw`` say which. The rows become the model's input as in the servers
 (``online_rows``: one NaN policy), and a stale meter gets its weekly profile instead of the model's forecast,
 flagged in the columns ``fallback`` (``"profile"``, or ``"none"`` with no usable history: no forecast),
 ``fallback_reason`` and ``stale_hours``.
@@ -88,9 +88,7 @@ def batch_predict(model_dir: str | Path, data: str | Path, out: str | Path, sett
         pairs = expand_leads(rows.assign(**dict(zip(origin_features, matrix.T))))
         t_calibration = time.perf_counter()
         known = recent_scores(booster, hourly, rows.set_index("meter_id")["event_timestamp"])
-        shift, how = rolling_shift(pairs["meter_id"].astype(str).to_numpy(), pairs["event_timestamp"].to_numpy(),
-                                   known["meter_id"].to_numpy(), known["target_timestamp"].to_numpy(),
-                                   known["score"].to_numpy(), metadata["conformal_kw"])
+        shift, how = rolling_shift(pairs, known, metadata["conformal_kw"])
         seconds["calibration"] = time.perf_counter() - t_calibration  # (inside "predict")
         q = calibrate(raw_quantiles(booster, pairs), shift)
         lead_rows = np.tile(np.arange(len(rows)), len(pairs) // max(len(rows), 1))  # expand_leads: lead by lead

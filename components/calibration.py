@@ -1,20 +1,25 @@
 """The one place where the day-ahead model's raw quantiles become the P10-P90 band, offline and in serving.
 
-Conformalized quantile regression (Romano et al., 2019) on a rolling window, per meter: a pair (origin,
-target hour) scores ``max(P10 - y, y - P90)`` on the RAW quantiles once the target's actual ``y`` is known, and
-the band at origin T widens (or narrows) both ends by the ``BAND`` quantile of that meter's scores whose target
-hour ended before T (so their origin was before T too) within the last ``CALIBRATION_DAYS``. A meter with fewer
-than ``MIN_CALIBRATION_PAIRS`` such scores gets the training calibration, the model's ``conformal_kw`` (the CQR
-shift of its time-ordered validation part), flagged: every band carries ``calibration`` = ``"rolling"`` or
-``"training"`` and its shift. The three outputs are then sorted per row (quantiles never cross) and clipped at
+Conformalized quantile regression (Romano et al., 2019) on a rolling window, per meter and lead bucket: a pair
+(origin, target hour) scores ``max(P10 - y, y - P90)`` on the RAW quantiles once the target's actual ``y`` is
+known, and the band at origin T for a lead in bucket b (``LEAD_BUCKETS``: 1, 2-3, 4-6, 7-12, 13-24 h) widens
+(or narrows) both ends by the ``BAND`` quantile of that meter's scores of bucket-b pairs whose target hour
+ended before T (so their origin was before T too) within the last ``CALIBRATION_DAYS``. Per bucket because the
+raw band's miss rate depends on the lead (the next-hour model answers lead 1): one shift pooled over the 24
+leads covered lead 1 0.92 and leads 13-24 0.77 on the shared file's February; per bucket, 0.79-0.82 at every
+bucket, overall 0.799 (pooled 0.794) and pinball 0.2382 kW (0.2385). A bucket with fewer than a day of origins'
+scores (``MIN_CALIBRATION_PAIRS`` x its share of the 24 leads) gets the training calibration, the model's
+``conformal_kw`` (the CQR shift of its time-ordered validation part), flagged: every band carries
+``calibration`` = ``"rolling"`` (every bucket on the meter's window) or ``"training"`` and its shifts. The two
+ends are then ordered around the P50, which the calibration never moves (quantiles never cross), and clipped at
 0 kW (``calibrate``).
 
 - Offline (``rolling_band``): ``evaluate``, ``advise``/``next_24h``, the monitoring report and batch ``predict``
   hand the raw quantiles of every (origin, lead) pair and the actuals they know.
 - Online (``OnlineCalibration``): the transformer keeps, per answering version, each meter's last raw forecasts
   and, as the meter's next online rows reveal the actuals (``usage_lag_1h`` of the row for hour H is hour H-1's),
-  their scores, in fixed-size arrays. The shift is the same function of the same scores (``window_shift``), so a
-  meter asked every hour is served ``evaluate``'s band.
+  their scores, in fixed-size arrays. The shifts are the same function of the same scores (``window_shift``), so
+  a meter asked every hour is served ``evaluate``'s band.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 CALIBRATION_DAYS = 7
-MIN_CALIBRATION_PAIRS = 24 * 24  # a day of origins, every lead
+MIN_CALIBRATION_PAIRS = 24 * 24  # a day of origins, every lead (a bucket needs its share: 24 x its leads)
 BAND = 0.8  # P10..P90
 HORIZON = 24  # leads 1..24 (dayahead.HORIZON_HOURS)
 QUANTILES = (0.1, 0.5, 0.9)
@@ -40,7 +45,6 @@ WINDOW_HOURS = CALIBRATION_DAYS * 24
 PENDING_HOURS = 48
 ACTUAL_LAGS = (1, 2, 3, 24)
 MAX_CALIBRATED_METERS = 5_000  # per answering version (~30 KB each); the least recently asked meter goes first
-LEAD_BUCKETS = (("1", 1, 1), ("2-3", 2, 3), ("4-6", 4, 6), ("7-12", 7, 12), ("13-24", 13, 24))
 SCORED_PAIRS_WINDOW = WINDOW_HOURS * HORIZON  # per lead bucket: the last week of one meter's pairs, at most
 
 
@@ -50,9 +54,12 @@ def conformity(actual: np.ndarray, raw: np.ndarray) -> np.ndarray:
 
 
 def calibrate(raw: np.ndarray, shift: float | np.ndarray) -> np.ndarray:
-    """P10 - shift, P50, P90 + shift, sorted per row (never crossing), never below 0 kW."""
+    """P10 - shift, P50, P90 + shift, the two ends ordered around the P50 (never crossing; the P50 is never moved,
+    even where a negative shift narrows the ends past it), never below 0 kW."""
     shift = np.asarray(shift, dtype=float).reshape(-1, 1) if np.ndim(shift) else np.full((len(raw), 1), shift)
-    return np.maximum(np.sort(raw + np.hstack([-shift, np.zeros_like(shift), shift]), axis=1), 0.0)
+    lo, mid, hi = raw[:, :1] - shift, raw[:, 1:2], raw[:, 2:3] + shift
+    ends = np.minimum(lo, hi), np.maximum(lo, hi)
+    return np.maximum(np.hstack([np.minimum(ends[0], mid), mid, np.maximum(ends[1], mid)]), 0.0)
 
 
 def conformal_shift(actual: np.ndarray, raw: np.ndarray, band: float = BAND) -> float:
@@ -63,32 +70,42 @@ def conformal_shift(actual: np.ndarray, raw: np.ndarray, band: float = BAND) -> 
     return float(np.quantile(scores, min(1.0, band * (n + 1) / n)))
 
 
-def window_shift(scores: np.ndarray, fallback: float) -> tuple[float, str]:
-    """The shift of one meter at one origin from the scores in its window: ``(shift, "rolling")``, or
-    ``(fallback, "training")`` with fewer than ``MIN_CALIBRATION_PAIRS``. Offline and online both call this."""
-    if len(scores) >= MIN_CALIBRATION_PAIRS:
+LEAD_BUCKETS = (("1", 1, 1), ("2-3", 2, 3), ("4-6", 4, 6), ("7-12", 7, 12), ("13-24", 13, 24))
+BUCKET_OF_LEAD = np.array([0] + [i for i, (_, lo, hi) in enumerate(LEAD_BUCKETS) for _ in range(lo, hi + 1)])
+BUCKET_MIN_PAIRS = [MIN_CALIBRATION_PAIRS * (hi - lo + 1) // HORIZON for _, lo, hi in LEAD_BUCKETS]
+
+
+def window_shift(scores: np.ndarray, fallback: float, minimum: int) -> tuple[float, str]:
+    """The shift of one meter's lead bucket at one origin from the scores in its window: ``(shift, "rolling")``,
+    or ``(fallback, "training")`` with fewer than ``minimum``. Offline and online both call this."""
+    if len(scores) >= minimum:
         return float(np.quantile(np.asarray(scores, dtype=np.float64), BAND)), ROLLING
     return float(fallback), TRAINING
 
 
-def rolling_shift(meters: np.ndarray, origins: np.ndarray, known_meters: np.ndarray, known_targets: np.ndarray,
-                  scores: np.ndarray, fallback: float, days: int = CALIBRATION_DAYS) -> tuple[np.ndarray, np.ndarray]:
-    """Per (meter, origin): ``window_shift`` of the meter's scores whose target hour is in [origin - days,
-    origin) (so their origin is before it too). Returns the shifts and the calibration flags."""
-    shift, how = np.empty(len(origins)), np.empty(len(origins), dtype=object)
+def rolling_shift(at: pd.DataFrame, known: pd.DataFrame, fallback: float, days: int = CALIBRATION_DAYS
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``at`` (``meter_id``, ``event_timestamp``, ``lead_hours``): ``window_shift`` of the meter's
+    scores of ``known`` (``meter_id``, ``target_timestamp``, ``lead_hours``, ``score``) in the lead's bucket whose
+    target hour is in [origin - days, origin) (so their origin is before it too). Returns the shifts and the
+    calibration flags."""
+    shift, how = np.empty(len(at)), np.empty(len(at), dtype=object)
     window = days * 86_400 * 10**9
-    origins, known_targets = _ns(origins), _ns(known_targets)
-    known_by_meter = pd.Series(np.arange(len(known_meters))).groupby(np.asarray(known_meters)).indices
-    for meter, rows in pd.Series(np.arange(len(origins))).groupby(np.asarray(meters)).indices.items():
-        known = known_by_meter.get(meter, np.zeros(0, dtype=int))
-        order = known[np.argsort(known_targets[known], kind="stable")]
-        targets, meter_scores = known_targets[order], scores[order]
+    origins, targets_all = _ns(at["event_timestamp"]), _ns(known["target_timestamp"])
+    scores_all = known["score"].to_numpy(dtype=float)
+    groups = lambda frame: pd.Series(np.arange(len(frame))).groupby(  # noqa: E731
+        [frame["meter_id"].astype(str).to_numpy(), BUCKET_OF_LEAD[frame["lead_hours"].to_numpy(dtype=int)]]).indices
+    known_groups = groups(known) if len(known) else {}
+    for (meter, bucket), rows in (groups(at) if len(at) else {}).items():
+        rows_known = known_groups.get((meter, bucket), np.zeros(0, dtype=int))
+        order = rows_known[np.argsort(targets_all[rows_known], kind="stable")]
+        targets, scores = targets_all[order], scores_all[order]
         cache: dict[int, tuple[float, str]] = {}
         for row in rows:
             origin = origins[row]
             if origin not in cache:
                 lo, hi = np.searchsorted(targets, [origin - window, origin], side="left")
-                cache[origin] = window_shift(meter_scores[lo:hi], fallback)
+                cache[origin] = window_shift(scores[lo:hi], fallback, BUCKET_MIN_PAIRS[bucket])
             shift[row], how[row] = cache[origin]
     return shift, how
 
@@ -100,23 +117,22 @@ def _ns(timestamps: Sequence) -> np.ndarray:
 
 def rolling_band(raw: np.ndarray, pairs: pd.DataFrame, fallback: float
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The calibrated (n, 3) band of ``pairs`` (``meter_id``, ``event_timestamp``, ``target_timestamp`` and
-    ``target_kw``, NaN where unknown) from their raw quantiles, each origin calibrated on the meter's pairs with a
-    known actual before it; with the shifts and the calibration flags."""
+    """The calibrated (n, 3) band of ``pairs`` (``meter_id``, ``event_timestamp``, ``lead_hours``,
+    ``target_timestamp`` and ``target_kw``, NaN where unknown) from their raw quantiles, each origin calibrated on
+    the meter's pairs with a known actual before it; with the shifts and the calibration flags."""
     actual = pairs["target_kw"].to_numpy(dtype=float)
     have = ~np.isnan(actual)
-    meters = pairs["meter_id"].astype(str).to_numpy()
-    targets, origins = pairs["target_timestamp"].to_numpy(), pairs["event_timestamp"].to_numpy()
-    shift, how = rolling_shift(meters, origins, meters[have], targets[have], conformity(actual[have], raw[have]),
-                               fallback)
+    known = pairs.loc[have, ["meter_id", "target_timestamp", "lead_hours"]].assign(
+        score=conformity(actual[have], raw[have]))
+    shift, how = rolling_shift(pairs, known, fallback)
     return calibrate(raw, shift), shift, how
 
 
 def calibration_counts(pairs: pd.DataFrame, how: np.ndarray) -> dict[str, int]:
-    """Origins (meter, origin) calibrated each way."""
-    first = ~pairs.duplicated(["meter_id", "event_timestamp"]).to_numpy()
-    kinds, counts = np.unique(how[first].astype(str), return_counts=True)
-    return {ROLLING: 0, TRAINING: 0} | {str(k): int(c) for k, c in zip(kinds, counts)}
+    """Origins (meter, origin) calibrated each way: rolling when every lead of it was."""
+    rolling = pd.Series(how == ROLLING).groupby([pairs["meter_id"].to_numpy(),
+                                                 pairs["event_timestamp"].to_numpy()]).all()
+    return {ROLLING: int(rolling.sum()), TRAINING: int((~rolling).sum())}
 
 
 def pinball_rows(actual: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
@@ -126,11 +142,7 @@ def pinball_rows(actual: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     return np.mean(np.maximum(q * diff, (q - 1) * diff), axis=1)
 
 
-def lead_bucket(lead: int) -> str:
-    return next(name for name, lo, hi in LEAD_BUCKETS if lo <= lead <= hi)
-
-
-_BUCKET_OF_LEAD = np.array([0] + [i for i, (_, lo, hi) in enumerate(LEAD_BUCKETS) for _ in range(lo, hi + 1)])
+_ROW_BUCKET = BUCKET_OF_LEAD[1:]  # per lead index 0..23
 
 
 def _hour(ts: datetime | pd.Timestamp) -> int:
@@ -138,16 +150,16 @@ def _hour(ts: datetime | pd.Timestamp) -> int:
 
 
 class _Meter:
-    """One meter's window: raw forecasts waiting for their actual (by target hour), the shift served at each
-    recent origin, and a week of scores (by target hour, one per lead)."""
+    """One meter's window: raw forecasts waiting for their actual (by target hour), the shifts (one per lead
+    bucket) served at each recent origin, and a week of scores (by target hour, one per lead)."""
 
     __slots__ = ("raw", "raw_hour", "shift", "shift_how", "shift_hour", "scores", "score_hour")
 
     def __init__(self) -> None:
         self.raw = np.full((PENDING_HOURS, HORIZON, 3), np.nan, dtype=np.float32)
         self.raw_hour = np.full(PENDING_HOURS, -1, dtype=np.int64)
-        self.shift = np.zeros(PENDING_HOURS, dtype=np.float64)
-        self.shift_how = np.zeros(PENDING_HOURS, dtype=bool)  # True: rolling
+        self.shift = np.zeros((PENDING_HOURS, len(LEAD_BUCKETS)), dtype=np.float64)
+        self.shift_how = np.zeros((PENDING_HOURS, len(LEAD_BUCKETS)), dtype=bool)  # True: rolling
         self.shift_hour = np.full(PENDING_HOURS, -1, dtype=np.int64)
         self.scores = np.full((WINDOW_HOURS, HORIZON), np.nan, dtype=np.float32)
         self.score_hour = np.full(WINDOW_HOURS, -1, dtype=np.int64)
@@ -174,19 +186,21 @@ class _Meter:
         served = self.shift_hour[origins % PENDING_HOURS] == origins
         if not served.any():
             return None
-        band = calibrate(raw[served], self.shift[origins[served] % PENDING_HOURS])
+        band = calibrate(raw[served], self.shift[origins[served] % PENDING_HOURS, _ROW_BUCKET[leads[served]]])
         covered = (band[:, 0] <= actual) & (actual <= band[:, 2])
         return leads[served] + 1, covered, pinball_rows(np.full(len(band), actual), band)
 
-    def shift_at(self, origin: int, fallback: float) -> tuple[float, str]:
+    def shift_at(self, origin: int, fallback: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per lead bucket: the shift at ``origin`` and whether it is rolling."""
         slot = origin % PENDING_HOURS
-        if self.shift_hour[slot] == origin:  # asked again within the hour: nothing new is known
-            return float(self.shift[slot]), ROLLING if self.shift_how[slot] else TRAINING
-        known = (self.score_hour >= origin - WINDOW_HOURS) & (self.score_hour < origin)
-        scores = self.scores[known].ravel()
-        shift, how = window_shift(scores[~np.isnan(scores)], fallback)
-        self.shift[slot], self.shift_how[slot], self.shift_hour[slot] = shift, how == ROLLING, origin
-        return shift, how
+        if self.shift_hour[slot] != origin:  # (asked again within the hour: nothing new is known)
+            known = self.scores[(self.score_hour >= origin - WINDOW_HOURS) & (self.score_hour < origin)]
+            for b, (_, lo, hi) in enumerate(LEAD_BUCKETS):
+                scores = known[:, lo - 1:hi].ravel()
+                shift, how = window_shift(scores[~np.isnan(scores)], fallback, BUCKET_MIN_PAIRS[b])
+                self.shift[slot, b], self.shift_how[slot, b] = shift, how == ROLLING
+            self.shift_hour[slot] = origin
+        return self.shift[slot].copy(), self.shift_how[slot].copy()
 
     def remember(self, origin: int, raw: np.ndarray) -> None:
         """The raw (24, 3) forecasts made at ``origin`` for leads 1..24 (target hours origin..origin+23)."""
@@ -220,12 +234,13 @@ class OnlineCalibration:
         self._sums = np.zeros((len(LEAD_BUCKETS), 2))
 
     def serve(self, meter_ids: Sequence[str], origins: Sequence[datetime], rows: np.ndarray, raw: np.ndarray,
-              remember: Sequence[bool] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+              remember: Sequence[bool] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One request: score what ``rows`` (the meters' online rows, for the hours ``origins``) reveal, then the
         band of each meter's 24 raw forecasts (``raw``: (24 * meters, 3), meter by meter, lead by lead), and
         remember them (the meters ``remember`` marks: a stale meter's profile is not the model's forecast).
-        Returns the (24 * meters, 3) band, each meter's shift and calibration."""
-        shifts, hows = np.empty(len(meter_ids)), []
+        Returns the (24 * meters, 3) band, and per meter and lead bucket the shift and whether it is rolling."""
+        shifts = np.empty((len(meter_ids), len(LEAD_BUCKETS)))
+        rolling = np.empty((len(meter_ids), len(LEAD_BUCKETS)), dtype=bool)
         with self._lock:
             for i, (meter, origin) in enumerate(zip(meter_ids, origins)):
                 hour = _hour(origin)
@@ -234,11 +249,10 @@ class OnlineCalibration:
                     actual = float(rows[i, column])
                     if not np.isnan(actual):
                         self._record(state.observe(hour - lag, actual))
-                shifts[i], how = state.shift_at(hour, self.fallback)
-                hows.append(how)
+                shifts[i], rolling[i] = state.shift_at(hour, self.fallback)
                 if remember is None or remember[i]:
                     state.remember(hour, np.asarray(raw[i * HORIZON:(i + 1) * HORIZON], dtype=np.float32))
-        return calibrate(raw, np.repeat(shifts, HORIZON)), shifts, hows
+        return calibrate(raw, shifts[:, _ROW_BUCKET].ravel()), shifts, rolling
 
     def scores(self) -> dict[str, tuple[float, float, int]]:
         """Per lead bucket with scored pairs: (coverage P10-P90, mean pinball kW, pairs) of the served bands."""
@@ -260,7 +274,7 @@ class OnlineCalibration:
         if scored is None:
             return
         for lead, covered, loss in zip(*scored):
-            b = _BUCKET_OF_LEAD[lead]
+            b = BUCKET_OF_LEAD[lead]
             window = self._scored[b]
             if len(window) == window.maxlen:
                 old = window[0]

@@ -481,38 +481,48 @@ def next_24h(model_dir: str | Path, hourly: pd.DataFrame) -> pd.DataFrame:
     pairs = expand_leads(rows.tail(1))
     origin = pairs["event_timestamp"].iloc[0]
     known = recent_scores(booster, hourly, pd.Series({pairs["meter_id"].iloc[0]: origin}))
-    shift, how = rolling_shift(pairs["meter_id"].to_numpy(), pairs["event_timestamp"].to_numpy(),
-                               known["meter_id"].to_numpy(), known["target_timestamp"].to_numpy(),
-                               known["score"].to_numpy(), metadata["conformal_kw"])
+    shift, how = rolling_shift(pairs, known, metadata["conformal_kw"])
     forecast = calibrate(raw_quantiles(booster, pairs), shift)
     return pd.DataFrame({"meter_id": pairs["meter_id"].to_numpy(), "timestamp": pairs["target_timestamp"].to_numpy(),
                          **{name: forecast[:, i] for i, name in enumerate(OUTPUTS)},
                          "calibration": how, "calibration_shift_kw": shift})
 
 
-def recent_scores(model: Any, hourly: pd.DataFrame, origins: pd.Series) -> pd.DataFrame:
+def recent_scores(model: Any, hourly: pd.DataFrame, origins: pd.Series, chunk: int = 50) -> pd.DataFrame:
     """The conformity scores that calibrate each meter's band at ``origins[meter]``: the model's raw forecasts
     from the meter's origins in the ``CALIBRATION_DAYS`` + 1 days before, against ``hourly``'s actuals known
-    then (``meter_id``, ``target_timestamp``, ``score``). Origin rows are built from ``hourly`` (the features
-    Feast is fed), each meter's from the two weeks before its origin."""
+    then (``meter_id``, ``target_timestamp``, ``lead_hours``, ``score``). Origin rows are built from ``hourly``
+    (the features Feast is fed), each meter's from the two weeks before its origin; ``chunk`` meters at a time (a
+    meter is 192 origins x 24 leads)."""
+    origins = pd.to_datetime(origins.rename(index=str))
+    if len(origins) > chunk:
+        rows_of = hourly.groupby(hourly["meter_id"].astype(str)).indices
+        parts = []
+        for i in range(0, len(origins), chunk):
+            meters = [m for m in origins.index[i:i + chunk] if m in rows_of]
+            if meters:
+                part = hourly.iloc[np.sort(np.concatenate([rows_of[m] for m in meters]))]
+                parts.append(recent_scores(model, part, origins.loc[meters], chunk))
+        return pd.concat(parts, ignore_index=True) if parts else recent_scores(model, hourly.iloc[:0], origins[:0])
     from smart_energy.components.features import build_feature_frame
 
-    origins = pd.to_datetime(origins.rename(index=str))
     meter = hourly["meter_id"].astype(str)
     until = meter.map(origins)
     tail = hourly[until.notna() & (hourly["timestamp"] >= until - pd.Timedelta(days=2 * CALIBRATION_DAYS + 2))
                   & (hourly["timestamp"] < until)]
     empty = pd.DataFrame({"meter_id": pd.Series(dtype=str), "target_timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
-                          "score": pd.Series(dtype=float)})
+                          "lead_hours": pd.Series(dtype=int), "score": pd.Series(dtype=float)})
     if tail.empty:
         return empty
     rows = build_feature_frame(tail)
     end = rows["meter_id"].astype(str).map(origins)
-    rows = rows[(rows["event_timestamp"] < end) & (rows["event_timestamp"] >= end - pd.Timedelta(days=CALIBRATION_DAYS + 1))]
+    rows = rows[(rows["event_timestamp"] < end)
+                & (rows["event_timestamp"] >= end - pd.Timedelta(days=CALIBRATION_DAYS + 1))]
     pairs = expand_leads(rows, usage_series(tail)).dropna(subset=["target_kw"])
     pairs = pairs[pairs["target_timestamp"] < pairs["meter_id"].astype(str).map(origins)]
     if pairs.empty:
         return empty
     scores = conformity(pairs["target_kw"].to_numpy(), raw_quantiles(model, pairs))
     return pd.DataFrame({"meter_id": pairs["meter_id"].astype(str).to_numpy(),
-                         "target_timestamp": pairs["target_timestamp"].to_numpy(), "score": scores})
+                         "target_timestamp": pairs["target_timestamp"].to_numpy(),
+                         "lead_hours": pairs["lead_hours"].to_numpy(), "score": scores})

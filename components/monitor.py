@@ -349,7 +349,8 @@ def dayahead_html(report: dict[str, Any], img, num) -> str:
     return f"""<h2>Day ahead and advice</h2>
 <p>Model {html.escape(d['model_version'])}: {d['origins']:,} origins x 24 leads, each band calibrated on the
 meter's actuals of the week before it ({d['calibration_origins']['rolling']:,} origins; the first day's
-{d['calibration_origins']['training']:,} with the training calibration), as the servers calibrate it.</p><table>{rows}</table>{img('band')}
+{d['calibration_origins']['training']:,} with the training calibration), as the servers calibrate it.</p>
+<table>{rows}</table>{img('band')}
 <h3>Next 24 hours ({html.escape(a['tariff'])})</h3><ul>{windows}</ul>{img('loads')}
 <table>{savings}</table>{caveat}<p>{html.escape(d['savings_method'])}</p>"""
 

@@ -18,12 +18,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from smart_energy.components.calibration import ACTUAL_LAGS, RAW_OUTPUTS, OnlineCalibration
+from smart_energy.components.calibration import (ACTUAL_LAGS, LEAD_BUCKETS, RAW_OUTPUTS, ROLLING, TRAINING,
+                                                 OnlineCalibration)
 from smart_energy.components.dayahead import DAYAHEAD_FEATURES, HORIZON_HOURS, OUTPUTS, expand_leads
 from smart_energy.serving import metrics
 from smart_energy.serving.logic import RequestError
 
-MAX_CALIBRATED_VERSIONS = 4  # as the forecast-error trackers: a canary has two versions; idle ones are dropped
+MAX_CALIBRATED_VERSIONS = 2  # a canary has two versions (~35 KB per meter each); the idle one goes first
 
 
 class Calibrations:
@@ -38,13 +39,15 @@ class Calibrations:
 
     def band(self, version: str, parameters: dict | None, columns: dict[str, np.ndarray], meter_ids: Sequence[str],
              hours: Sequence[datetime], rows: np.ndarray, remember: np.ndarray | None
-             ) -> tuple[dict[str, np.ndarray], list[float | None], list[str | None]]:
-        """The calibrated P10/P50/P90 columns from the predictor's raw ones, each meter's shift and calibration
-        (None for the meters ``remember`` leaves out: the profile answers them)."""
+             ) -> tuple[dict[str, np.ndarray], list[dict[str, float] | None], list[str | None]]:
+        """The calibrated P10/P50/P90 columns from the predictor's raw ones, and per meter the shifts by lead
+        bucket and the calibration: ``"rolling"`` when every bucket's shift came from the meter's window, else
+        ``"training"`` (None for the meters ``remember`` leaves out: the profile answers them)."""
+        keep = [remember is None or bool(remember[i]) for i in range(len(meter_ids))]
         if RAW_OUTPUTS[0] not in columns:  # a predictor that calibrated itself (the training calibration)
             shift = float((parameters or {}).get("conformal_kw", self.fallback))
-            flags = [None if remember is not None and not remember[i] else "training" for i in range(len(meter_ids))]
-            return columns, [None if f is None else shift for f in flags], flags
+            return (columns, [{name: shift for name, _, _ in LEAD_BUCKETS} if k else None for k in keep],
+                    [TRAINING if k else None for k in keep])
         calibration = self._by_version.get(version)
         if calibration is None:
             fallback = float((parameters or {}).get("conformal_kw", self.fallback))
@@ -53,17 +56,24 @@ class Calibrations:
                 self._by_version.popitem(last=False)
         self._by_version.move_to_end(version)
         raw = np.column_stack([columns[name] for name in RAW_OUTPUTS])
-        band, shifts, hows = calibration.serve(meter_ids, hours, rows, raw, remember)
+        band, shifts, rolling = calibration.serve(meter_ids, hours, rows, raw, remember)
         for name, (coverage, pinball, pairs) in calibration.scores().items():
             metrics.DAYAHEAD_COVERAGE.labels(version, name).set(coverage)
             metrics.DAYAHEAD_PINBALL.labels(version, name).set(pinball)
             metrics.DAYAHEAD_SCORED_PAIRS.labels(version, name).set(pairs)
-        keep = [remember is None or bool(remember[i]) for i in range(len(meter_ids))]
-        for how, kept in zip(hows, keep):
-            if kept:
+        hows = [(ROLLING if rolling[i].all() else TRAINING) if k else None for i, k in enumerate(keep)]
+        for how in hows:
+            if how:
                 metrics.DAYAHEAD_BANDS.labels(version, how).inc()
         return ({name: band[:, i] for i, name in enumerate(OUTPUTS)},
-                [float(s) if k else None for s, k in zip(shifts, keep)], [h if k else None for h, k in zip(hows, keep)])
+                [{name: float(s) for (name, _, _), s in zip(LEAD_BUCKETS, shifts[i])} if k else None
+                 for i, k in enumerate(keep)], hows)
+
+
+def shift_parameter(shifts: Sequence[dict[str, float] | None]) -> str:
+    """V2: per meter, its shifts by lead bucket (``LEAD_BUCKETS`` order, ``;``-separated), meters comma-separated
+    (empty for a meter the profile answered)."""
+    return ",".join("" if s is None else ";".join(repr(s[name]) for name, _, _ in LEAD_BUCKETS) for s in shifts)
 
 
 def pairs_matrix(meter_ids: Sequence[str], event_hours: Sequence[datetime | None], origin_rows: np.ndarray,

@@ -99,4 +99,5 @@ class EnergyPredictor(Model):
         if len(columns) == 1:
             return {"predictions": columns[0].tolist(), "model_version": self.version}
         return {"predictions": [dict(zip(self.outputs, row)) for row in zip(*(c.tolist() for c in columns))],
-                "model_version": self.version, "calibration": TRAINING, "calibration_shift_kw": float(self.conformal_kw)}
+                "model_version": self.version, "calibration": TRAINING,
+                "calibration_shift_kw": float(self.conformal_kw)}

@@ -32,7 +32,7 @@ from smart_energy.components.registry import load_drift_detector, read_metadata
 from smart_energy.components.settings import Settings
 from smart_energy.serving import metrics
 from smart_energy.components.calibration import RAW_OUTPUTS
-from smart_energy.serving.dayahead import Calibrations, answer_v1, pairs_matrix
+from smart_energy.serving.dayahead import Calibrations, answer_v1, pairs_matrix, shift_parameter
 from smart_energy.serving.batching import CallBatcher
 from smart_energy.serving.logic import MAX_BATCH_ROWS, Batch, PredictorUnavailable, RequestError, check_requested_outputs, parse_v1, parse_v2
 from smart_energy.serving.monitors import DriftMonitor, ForecastErrorTracker
@@ -308,7 +308,7 @@ class EnergyTransformer(Model):
             outputs.append(output)
         parameters = {"drift_status": drift["status"], "first_hour": state.targets[0].isoformat(),
                       "calibration": ",".join(how or "" for how in calibration),
-                      "calibration_shift_kw": ",".join("" if s is None else repr(s) for s in shifts)}
+                      "calibration_shift_kw": shift_parameter(shifts)}
         if fallback is not None:
             parameters |= fallback_parameters(fallback)
         return InferResponse(response_id=state.request_id, model_name=self.name, model_version=version,

@@ -8,8 +8,9 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
-from smart_energy.components.calibration import (HORIZON, MIN_CALIBRATION_PAIRS, ROLLING, TRAINING,
-                                                 OnlineCalibration, calibrate, conformity, rolling_band)
+from smart_energy.components.calibration import (BUCKET_OF_LEAD, HORIZON, LEAD_BUCKETS, MIN_CALIBRATION_PAIRS,
+                                                 ROLLING, TRAINING, OnlineCalibration, calibrate, conformity,
+                                                 rolling_band)
 
 
 def synthetic_pairs(meter: str, start: str, origins: int, seed: int, spread: float) -> tuple[pd.DataFrame, np.ndarray]:
@@ -43,13 +44,17 @@ def test_a_meter_with_too_few_scores_gets_the_training_calibration_flagged():
     # per meter: the long meter's band is what it gets alone (the new meter's wide scores are not pooled in)
     alone, alone_shift, _ = rolling_band(long_raw, long, fallback=0.123)
     np.testing.assert_array_equal(band[~is_new], alone)
-    # the shift at an origin is the 0.8 quantile of the meter's scores with a target in the 7 days before it
+    # the shift at an origin for a lead is the 0.8 quantile of the meter's scores of that lead's bucket with a
+    # target in the 7 days before it
     origin = pd.Timestamp("2007-01-04 05:00", tz="UTC")
-    known = (long["target_timestamp"] < origin).to_numpy()
-    at = (long["event_timestamp"] == origin).to_numpy()
-    assert known.sum() >= MIN_CALIBRATION_PAIRS
-    expected = np.quantile(conformity(long["target_kw"].to_numpy()[known], long_raw[known]), 0.8)
-    assert np.all(alone_shift[at] == expected)
+    lead = long["lead_hours"].to_numpy()
+    for name, lo, hi in LEAD_BUCKETS:
+        known = (long["target_timestamp"] < origin).to_numpy() & (lead >= lo) & (lead <= hi)
+        at = (long["event_timestamp"] == origin).to_numpy() & (lead >= lo) & (lead <= hi)
+        assert known.sum() >= MIN_CALIBRATION_PAIRS * (hi - lo + 1) / HORIZON
+        expected = np.quantile(conformity(long["target_kw"].to_numpy()[known], long_raw[known]), 0.8)
+        assert np.all(alone_shift[at] == expected), name
+    assert len(set(alone_shift[(long["event_timestamp"] == origin).to_numpy()])) == len(LEAD_BUCKETS)
 
 
 def test_the_online_window_serves_the_offline_band_and_forgets_the_least_recent_meter():
@@ -62,10 +67,12 @@ def test_the_online_window_serves_the_offline_band_and_forgets_the_least_recent_
         # the online row of hour H carries H-1's actual (usage_lag_1h, column 0 here)
         row = np.array([[actual.get(origin - timedelta(hours=1), np.nan)]])
         at = (pairs["event_timestamp"] == origin).to_numpy()
-        band, shift, how = online.serve(["m"], [origin], row, raw[at])
+        band, shift, rolling = online.serve(["m"], [origin], row, raw[at])
         np.testing.assert_allclose(band, offline[at], rtol=1e-6, atol=1e-6)  # float32 storage
-        assert how == [offline_how[at][0]]
-    assert offline_how[-1] == ROLLING
+        leads = pairs["lead_hours"].to_numpy()[at]
+        np.testing.assert_allclose(shift[0][BUCKET_OF_LEAD[leads]], offline_shift[at], rtol=1e-6)
+        assert list(np.where(rolling[0][BUCKET_OF_LEAD[leads]], ROLLING, TRAINING)) == list(offline_how[at])
+    assert set(offline_how[-HORIZON:]) == {ROLLING} and TRAINING in set(offline_how)
     scored = online.scores()
     assert set(scored) == {"1", "2-3", "4-6", "7-12", "13-24"} and all(0 <= c <= 1 for c, _, _ in scored.values())
     last = pairs["target_timestamp"] < hours[-1]
@@ -73,5 +80,5 @@ def test_the_online_window_serves_the_offline_band_and_forgets_the_least_recent_
     # two more meters: "m" is the least recently asked, dropped; it starts again from the training calibration
     for meter in ("a", "b"):
         online.serve([meter], [hours[-1]], np.array([[np.nan]]), raw[:HORIZON])
-    _, shift, how = online.serve(["m"], [hours[-1] + timedelta(hours=1)], np.array([[np.nan]]), raw[:HORIZON])
-    assert how == [TRAINING] and shift[0] == 0.3
+    _, shift, rolling = online.serve(["m"], [hours[-1] + timedelta(hours=1)], np.array([[np.nan]]), raw[:HORIZON])
+    assert not rolling.any() and (shift == 0.3).all()

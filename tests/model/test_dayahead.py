@@ -182,8 +182,10 @@ def test_rolling_calibration_uses_only_actuals_known_before_the_origin():
     origins = np.repeat(hours, 24)  # every origin, every lead
     targets = origins + np.tile(np.arange(24), len(hours)) * np.timedelta64(1, "h")
     scores = np.where(targets >= np.datetime64("2007-01-25"), 5.0, 1.0)  # the world gets worse on the 25th
-    meter = np.full(len(origins), "m")
-    shift, _ = rolling_shift(meter[:len(hours)], hours, meter, targets, scores, fallback=9.0, days=7)  # per meter
+    at = pd.DataFrame({"meter_id": "m", "event_timestamp": hours, "lead_hours": 1})  # per meter and lead bucket
+    known = pd.DataFrame({"meter_id": "m", "target_timestamp": targets,
+                          "lead_hours": np.tile(np.arange(1, 25), len(hours)), "score": scores})
+    shift, _ = rolling_shift(at, known, fallback=9.0, days=7)
     at = {str(h)[:13]: s for h, s in zip(hours, shift)}
     assert at["2007-01-01T12"] == 9.0  # less than a day of origins x leads known: the stored fallback
     assert at["2007-01-10T00"] == 1.0

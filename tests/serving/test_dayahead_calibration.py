@@ -20,7 +20,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import PYTHON, free_port, start, stop, wait_http
-from smart_energy.components.calibration import LEAD_BUCKETS, MIN_CALIBRATION_PAIRS, calibrate, pinball_rows
+from smart_energy.components.calibration import BUCKET_MIN_PAIRS, LEAD_BUCKETS, calibrate, pinball_rows
 from smart_energy.components.dayahead import DAYAHEAD_FEATURES, load_dayahead, raw_quantiles, score_hourly
 from smart_energy.components.feast_store import copy_feature_repo, open_feature_store, publish, push
 from smart_energy.components.ingest import load_hourly
@@ -32,6 +32,10 @@ START = pd.Timestamp("2007-02-10 00:00", tz="UTC")  # inside the fixture model's
 HOURS = 9 * 24
 TAIL_HOURS = 24 * 7 * 5 + 2  # what the loop pushes from (smart_energy.loop.TAIL_HOURS)
 METER = "household-1"
+# the first origin of the replay at which every lead bucket holds its minimum of scores: at origin k, bucket
+# (lo, hi) has sum over its leads L of (k - L + 1) scores with a known target
+FIRST_ROLLING = max(next(k for k in range(HOURS) if sum(max(0, k - lead + 1) for lead in range(lo, hi + 1)) >= minimum)
+                    for (_, lo, hi), minimum in zip(LEAD_BUCKETS, BUCKET_MIN_PAIRS))
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +90,18 @@ def test_the_served_band_is_evaluates_band_at_every_origin(replay):
                     for o, lead in zip(pairs["event_timestamp"], pairs["lead_hours"])])
     assert pairs["event_timestamp"].nunique() == HOURS and len(pairs) > 200 * 24
     np.testing.assert_allclose(got, forecast, rtol=2e-6, atol=2e-6)  # FP32 across the wire
-    # a day of scores (MIN_CALIBRATION_PAIRS) exists from the 36th origin on: rolling after, training before
+    # rolling once every lead bucket has a day of origins' scores (leads 13-24: from the 42nd origin), training
+    # before
     flags = [served[START + pd.Timedelta(hours=k)]["calibration"] for k in range(HOURS)]
     first_rolling = flags.index("rolling")
-    assert first_rolling == 36 and sum(min(24, d) for d in range(1, 37)) >= MIN_CALIBRATION_PAIRS
+    assert first_rolling == FIRST_ROLLING == 42
     assert set(flags[:first_rolling]) == {"training"} and set(flags[first_rolling:]) == {"rolling"}
     shifts = [served[START + pd.Timedelta(hours=k)]["calibration_shift_kw"] for k in range(HOURS)]
-    assert shifts[0] == pytest.approx(replay["metadata"]["conformal_kw"])
-    assert len(set(np.round(shifts[first_rolling:], 6))) > 20  # the shift moves with the meter's week
+    assert list(shifts[0]) == [name for name, _, _ in LEAD_BUCKETS]
+    assert shifts[0]["13-24"] == shifts[0]["1"] == pytest.approx(replay["metadata"]["conformal_kw"])
+    assert shifts[30]["1"] != shifts[30]["13-24"] == shifts[0]["13-24"]  # lead 1 rolls first
+    for name, _, _ in LEAD_BUCKETS:  # the shifts move with the meter's week
+        assert len({round(s[name], 6) for s in shifts[first_rolling:]}) > 20, name
 
 
 def test_v2_carries_the_calibration_and_the_same_band(replay):
@@ -101,7 +109,8 @@ def test_v2_carries_the_calibration_and_the_same_band(replay):
     assert replay["v2"].status_code == 200, body
     last = replay["served"][START + pd.Timedelta(hours=HOURS - 1)]
     assert body["parameters"]["calibration"] == "rolling"
-    assert float(body["parameters"]["calibration_shift_kw"]) == pytest.approx(last["calibration_shift_kw"])
+    assert [float(s) for s in body["parameters"]["calibration_shift_kw"].split(";")] == pytest.approx(
+        list(last["calibration_shift_kw"].values()))
     p90 = next(o for o in body["outputs"] if o["name"] == "p90_kw")
     np.testing.assert_allclose(np.ravel(p90["data"]), [r["p90_kw"] for r in last["next_24h"]], rtol=1e-9)
 
@@ -123,7 +132,7 @@ def test_the_served_coverage_and_pinball_metrics_are_evaluates_on_the_pairs_scor
             pinball_rows(actual[rows], band[rows]).mean(), rel=1e-5)
     counted = {s.labels["calibration"]: s.value for family in text_string_to_metric_families(replay["metrics"])
                for s in family.samples if s.name == "se_dayahead_bands_total"}
-    assert counted == {"training": 36, "rolling": HOURS - 36 + 1}  # + the V2 request
+    assert counted == {"training": FIRST_ROLLING, "rolling": HOURS - FIRST_ROLLING + 1}  # + the V2 request
 
 
 def test_a_direct_predictor_call_answers_the_training_calibration_flagged(replay):
