@@ -13,10 +13,10 @@ correction); at this rate the servers are mostly idle, so it matters little. Thr
 without the delay (1 thread, 8 connections). Every run is bounded (seconds, not requests).
 
 ``python -m benchmarks.serving_bench --ab --data FILE``: issue 23's steps side by side instead, in one run,
-alternated (``--rounds``): ``serve`` as it is, then undoing one step at a time: KServe's V1 route
-(``--direct-v1 off``), no batching of predictor calls, the old proxy hop (``--hop proxy``), the old thread default
-(2 XGBoost threads on this box, libgomp's default wait policy); plus the seed-style API, and CPU ms per request of
-each process.
+alternated (``--rounds``): ``serve`` as it is, then undoing one step at a time: no online-row cache, KServe's V1
+route (``--direct-v1 off``), no batching of predictor calls, the old proxy hop (``--hop proxy``), the old thread
+default (2 XGBoost threads on this box, libgomp's default wait policy); plus the seed-style API, and CPU ms per
+request of each process.
 """
 
 from __future__ import annotations
@@ -193,15 +193,16 @@ def bench(big: Path, work: Path, run_case, shared: Path) -> dict:
     return results
 
 
+_OFF = ["--online-row-cache", "off", "--direct-v1", "off", "--predictor-batching", "off"]
 AB_VARIANTS = {  # label: (serve's extra flags, extra environment)
     "serve (this version)": ([], {}),
-    "serve --direct-v1 off": (["--direct-v1", "off"], {}),
-    "serve, direct off, --predictor-batching off": (["--direct-v1", "off", "--predictor-batching", "off"], {}),
-    "serve, direct off, batching off, --hop proxy": (["--direct-v1", "off", "--predictor-batching", "off", "--hop",
-                                                      "proxy"], {}),
+    "serve --online-row-cache off": (["--online-row-cache", "off"], {}),
+    "serve, cache off, --direct-v1 off": (["--online-row-cache", "off", "--direct-v1", "off"], {}),
+    "serve, cache+direct off, --predictor-batching off": (_OFF[:4] + ["--predictor-batching", "off"], {}),
+    "serve, cache+direct+batching off, --hop proxy": (_OFF + ["--hop", "proxy"], {}),
     # the old default on this 2-core box: 2 threads, libgomp's own wait policy ("" is not PASSIVE, and not set)
-    "serve, all off, proxy, 2 XGBoost threads": (["--direct-v1", "off", "--predictor-batching", "off", "--hop",
-                                                  "proxy"], {"SE_XGB_THREADS": "2", "OMP_WAIT_POLICY": ""}),
+    "serve, all off, proxy, 2 XGBoost threads": (_OFF + ["--hop", "proxy"], {"SE_XGB_THREADS": "2",
+                                                                             "OMP_WAIT_POLICY": ""}),
 }
 
 

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
                         "call (the same answers); off: one call per request")
     parser.add_argument("--direct_v1", choices=("on", "off"), default="on",
                         help="on: V1 predictions skip FastAPI's routing (the same answers); off: KServe's route")
+    parser.add_argument("--online_row_cache", choices=("on", "off"), default="on",
+                        help="on: a sqlite online store's rows are kept per meter until the next push or "
+                        "materialisation (the same answers); off: one Feast read per request")
     args, _ = parser.parse_known_args(argv)
     if args.predictor_protocol != "v2":
         parser.error("--predictor_protocol must be v2 (the predictor request carries one tensor per feature)")
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = resolve_model_dir(args.model_dir, tempfile.mkdtemp(prefix="se-transformer-"), settings)
         model = EnergyTransformer(args.model_name, str(model_dir), settings, batching=args.predictor_batching == "on")
         model.load()
+        if args.online_row_cache == "off":
+            model.reader.data_version = None  # serving/online.py: no version to check, no cache
     except SmartEnergyError as err:
         print(f"transformer: error: {err}", file=sys.stderr)
         return 2
