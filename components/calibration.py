@@ -44,7 +44,7 @@ WINDOW_HOURS = CALIBRATION_DAYS * 24
 # later through usage_lag_1h, or up to 24 h later through the other lags of a meter asked less often).
 PENDING_HOURS = 48
 ACTUAL_LAGS = (1, 2, 3, 24)
-MAX_CALIBRATED_METERS = 5_000  # per answering version (~30 KB each); the least recently asked meter goes first
+MAX_CALIBRATED_METERS = 5_000  # per answering version (~35 KB each); the least recently asked meter goes first
 SCORED_PAIRS_WINDOW = WINDOW_HOURS * HORIZON  # per lead bucket: the last week of one meter's pairs, at most
 
 
