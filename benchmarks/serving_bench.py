@@ -184,13 +184,31 @@ def bench(big: Path, work: Path, run_case, shared: Path) -> dict:
             resp = requests.post(url, json=body, timeout=10)
             resp.raise_for_status()
             run_wrk(url, body, work, 2, MAX_CONNECTIONS, None)  # warm-up
-            results[label] = {"fixed": run_wrk(url, body, work, RATE_SECONDS, RATE_CONNECTIONS, RATE),
-                              "max": run_wrk(url, body, work, MAX_SECONDS, MAX_CONNECTIONS, None)}
+            before = _call_requests(f"http://127.0.0.1:{serve_port}/metrics")
+            results[label] = {"fixed": run_wrk(url, body, work, RATE_SECONDS, RATE_CONNECTIONS, RATE)}
+            middle = _call_requests(f"http://127.0.0.1:{serve_port}/metrics")
+            results[label]["max"] = run_wrk(url, body, work, MAX_SECONDS, MAX_CONNECTIONS, None)
+            after = _call_requests(f"http://127.0.0.1:{serve_port}/metrics")
+            if label == E2E:  # requests per predictor call (serving/batching.py), paced and at max rate
+                results[label]["fixed"]["per_call"] = (middle[1] - before[1]) / max(1.0, middle[0] - before[0])
+                results[label]["max"]["per_call"] = (after[1] - middle[1]) / max(1.0, after[0] - middle[0])
     finally:
         for proc in procs.values():
             stop(proc)
     _print(results)
     return results
+
+
+def _call_requests(metrics_url: str) -> tuple[float, float]:
+    """(predictor calls, requests they carried) from the transformer's ``se_predictor_call_requests``."""
+    import requests
+
+    found = {"count": 0.0, "sum": 0.0}
+    for line in requests.get(metrics_url, timeout=10).text.splitlines():
+        for key in found:
+            if line.startswith(f"se_predictor_call_requests_{key} "):
+                found[key] = float(line.split()[-1])
+    return found["count"], found["sum"]
 
 
 _OFF = ["--online-row-cache", "off", "--direct-v1", "off", "--predictor-batching", "off"]
@@ -287,6 +305,8 @@ def _print(results: dict) -> None:
           f"{TARGETS['throughput_ratio']}x) {verdict(ratio >= TARGETS['throughput_ratio'])}")
     print(f"end-to-end p99 @ {RATE}/s: {e2e['fixed']['p99_ms']:.2f} ms (target <= {TARGETS['end_to_end_p99_ms']} ms) "
           f"{verdict(e2e['fixed']['p99_ms'] <= TARGETS['end_to_end_p99_ms'])}")
+    print(f"requests per predictor call (batching): {e2e['fixed'].get('per_call', 0):.2f} at {RATE}/s, "
+          f"{e2e['max'].get('per_call', 0):.2f} at max rate")
     print(f"end-to-end p99 @ max rate: {e2e['max']['p99_ms']:.2f} ms (target <= {TARGETS['end_to_end_max_p99_ms']} ms)"
           f" {verdict(e2e['max']['p99_ms'] <= TARGETS['end_to_end_max_p99_ms'])}")
     print(f"predictor alone (reference): {pred['max']['rps'] / base['max']['rps']:.1f}x the seed-style API's max rate; "
