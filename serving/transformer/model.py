@@ -67,9 +67,9 @@ def predictor_request(name: str, matrix: np.ndarray, features: list[str], reques
     inputs = []
     column_major = np.asarray(matrix, dtype=np.float32).T
     for feature, column in zip(features, column_major):
-        tensor = InferInput(name=feature, shape=[len(column)], datatype="FP32")
-        tensor.set_data_from_numpy(np.ascontiguousarray(column), binary_data=False)  # the predictor speaks JSON
-        inputs.append(tensor)
+        # the predictor speaks JSON: the values set_data_from_numpy(binary_data=False) would list, by tolist()
+        # (the same Python floats, without its element-by-element loop)
+        inputs.append(InferInput(name=feature, shape=[len(column)], datatype="FP32", data=column.tolist()))
     return InferRequest(model_name=name, infer_inputs=inputs, request_id=request_id,
                         parameters={"content_type": "pd"})
 
