@@ -174,6 +174,7 @@ def _cmd_advise(args: argparse.Namespace) -> int:
                                f"(`smart-energy train --horizon 24`)")
     _inputs(args)
     from smart_energy.components.advice import advise
+    from smart_energy.components.calibration import LEAD_BUCKETS, ROLLING, TRAINING
     from smart_energy.components.dayahead import next_24h
     from smart_energy.components.features import with_history
     from smart_energy.components.ingest import load_hourly
@@ -183,7 +184,13 @@ def _cmd_advise(args: argparse.Namespace) -> int:
     if hourly["meter_id"].nunique() != 1:
         raise SmartEnergyError(f"advise takes one meter's readings; {args.data} has {hourly['meter_id'].nunique()}")
     forecast = next_24h(args.model_dir, hourly)
-    print(json.dumps(advise(hourly, forecast, args.tariff, settings), indent=2, default=str))
+    out = advise(hourly, forecast, args.tariff, settings)
+    # the band's calibration as the servers answer it: "rolling" when every lead bucket's shift came from the
+    # meter's last 7 days of scores, else "training"; the shift of each lead bucket
+    out["calibration"] = ROLLING if (forecast["calibration"] == ROLLING).all() else TRAINING
+    out["calibration_shift_kw"] = {name: float(forecast["calibration_shift_kw"].iloc[lo - 1])
+                                   for name, lo, _ in LEAD_BUCKETS}
+    print(json.dumps(out, indent=2, default=str))
     return 0
 
 

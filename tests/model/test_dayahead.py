@@ -212,6 +212,10 @@ def test_advise_prices_the_band_and_recommends_cheap_windows(dayahead, shared_da
         assert start >= 22 or start < 6  # off-peak
     s = advice["savings"]
     assert s["eur_per_year"] > 0 and s["days_backtested"] >= 70 and "not energy" in s["method"]
+    # the band is calibrated on the meter's last 7 days, as the servers calibrate it, and says so
+    assert advice["calibration"] == "rolling"
+    assert list(advice["calibration_shift_kw"]) == ["1", "2-3", "4-6", "7-12", "13-24"]
+    assert all(isinstance(v, float) for v in advice["calibration_shift_kw"].values())
 
 
 def test_advise_refuses_a_next_hour_model(dayahead, shared_data, tmp_path):
