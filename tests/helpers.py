@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -109,3 +110,22 @@ class RecordingInferenceService:
 
     def percents(self) -> list:
         return [body["spec"]["predictor"].get("canaryTrafficPercent", "absent") for body in self.patches]
+
+
+@contextlib.contextmanager
+def predictor_and_transformer(root: Path, model_dir: Path, env: dict[str, str], timeout: float = 90.0):
+    """The predictor and the transformer of ``model_dir`` on free loopback ports (logs in ``root``), ready;
+    yields their base URLs ``(predictor, transformer)`` and stops both."""
+    port, transformer_port = free_port(), free_port()
+    model = ["--model_dir", str(model_dir)]
+    procs = [start([PYTHON, "-m", "smart_energy.serving.predictor", *model, "--http_port", str(port)],
+                   root / "predictor.log", env=env),
+             start([PYTHON, "-m", "smart_energy.serving.transformer", *model, "--http_port", str(transformer_port),
+                    "--predictor_host", f"127.0.0.1:{port}"], root / "transformer.log", env=env)]
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout=timeout, proc=procs[0])
+        wait_http(f"http://127.0.0.1:{transformer_port}/v2/health/ready", timeout=timeout, proc=procs[1])
+        yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{transformer_port}"
+    finally:
+        for proc in procs:
+            stop(proc)

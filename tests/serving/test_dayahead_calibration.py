@@ -19,7 +19,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import PYTHON, free_port, start, stop, wait_http
+from helpers import predictor_and_transformer
 from smart_energy.components.calibration import BUCKET_MIN_PAIRS, LEAD_BUCKETS, calibrate, pinball_rows
 from smart_energy.components.dayahead import DAYAHEAD_FEATURES, load_dayahead, raw_quantiles, score_hourly
 from smart_energy.components.feast_store import copy_feature_repo, open_feature_store, publish, push
@@ -49,17 +49,8 @@ def replay(tmp_path_factory, shared_data, dayahead_model):
     assert len(data) == HOURS and data["is_complete"].all()  # the slice has no hole: every hour is asked
     store = open_feature_store(settings)
     publish(history, store, settings)
-    port, transformer_port = free_port(), free_port()
-    model = ["--model_dir", str(root / "model")]
-    env = settings.as_env()
-    procs = [start([PYTHON, "-m", "smart_energy.serving.predictor", *model, "--http_port", str(port)],
-                   root / "predictor.log", env=env),
-             start([PYTHON, "-m", "smart_energy.serving.transformer", *model, "--http_port", str(transformer_port),
-                    "--predictor_host", f"127.0.0.1:{port}"], root / "transformer.log", env=env)]
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout=90, proc=procs[0])
-        wait_http(f"http://127.0.0.1:{transformer_port}/v2/health/ready", timeout=90, proc=procs[1])
-        url = f"http://127.0.0.1:{transformer_port}/v1/models/energy-forecaster:predict"
+    with predictor_and_transformer(root, root / "model", settings.as_env()) as (predictor, transformer):
+        url = f"{transformer}/v1/models/energy-forecaster:predict"
         timeline = pd.concat([history, data], ignore_index=True)
         served = {}
         with requests.Session() as http:
@@ -72,16 +63,13 @@ def replay(tmp_path_factory, shared_data, dayahead_model):
                 assert answer.status_code == 200, answer.text
                 (forecast,) = answer.json()["forecasts"]
                 served[origin] = forecast
-            v2 = http.post(f"http://127.0.0.1:{transformer_port}/v2/models/energy-forecaster/infer", json={
+            v2 = http.post(f"{transformer}/v2/models/energy-forecaster/infer", json={
                 "inputs": [{"name": "meter_id", "datatype": "BYTES", "shape": [1], "data": [METER]}]}, timeout=30)
-            metrics = http.get(f"http://127.0.0.1:{transformer_port}/metrics", timeout=30).text
+            metrics = http.get(f"{transformer}/metrics", timeout=30).text
         model_, metadata = load_dayahead(root / "model")
         _, pairs, forecast = score_hourly(model_, metadata, data, history, settings)
         yield {"served": served, "pairs": pairs, "forecast": forecast, "v2": v2, "metrics": metrics,
-               "predictor": f"http://127.0.0.1:{port}", "model": model_, "metadata": metadata}
-    finally:
-        for proc in procs:
-            stop(proc)
+               "predictor": predictor, "model": model_, "metadata": metadata}
 
 
 def test_the_served_band_is_evaluates_band_at_every_origin(replay):

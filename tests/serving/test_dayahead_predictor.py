@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import requests
 
-from helpers import PYTHON, free_port, start, stop, wait_http
+from helpers import predictor_and_transformer
 from smart_energy.components.dayahead import DAYAHEAD_FEATURES, calibrate, expand_leads, load_dayahead, raw_quantiles
 from smart_energy.components.feast_store import copy_feature_repo
 from smart_energy.components.features import build_feature_frame
@@ -33,20 +33,8 @@ def dayahead_servers(tmp_path_factory, shared_data, dayahead_model):
     # training published to Feast, published here too
     shutil.copytree(dayahead_model["model_dir"], root / "model")
     publish(load_hourly(shared_data), open_feature_store(settings), settings)
-    port, transformer_port = free_port(), free_port()
-    model = ["--model_dir", str(root / "model")]
-    env = settings.as_env()
-    procs = [start([PYTHON, "-m", "smart_energy.serving.predictor", *model, "--http_port", str(port)],
-                   root / "predictor.log", env=env),
-             start([PYTHON, "-m", "smart_energy.serving.transformer", *model, "--http_port", str(transformer_port),
-                    "--predictor_host", f"127.0.0.1:{port}"], root / "transformer.log", env=env)]
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout=90, proc=procs[0])
-        wait_http(f"http://127.0.0.1:{transformer_port}/v2/health/ready", timeout=90, proc=procs[1])
-        yield f"http://127.0.0.1:{port}", root / "model", f"http://127.0.0.1:{transformer_port}"
-    finally:
-        for proc in procs:
-            stop(proc)
+    with predictor_and_transformer(root, root / "model", settings.as_env()) as (predictor, transformer):
+        yield predictor, root / "model", transformer
 
 
 @pytest.fixture(scope="module")
