@@ -6,9 +6,9 @@ listening socket to the transformer (``--listen_fd``), which accepts on it direc
 ``serve`` accepts on the same socket too and answers 503 with the reason (``Doorman``); once it is ready again,
 ``serve`` stops accepting. A request in flight in a transformer that is killed sees its connection closed (behind
 the proxy it got a 503); the next one gets the 503. ``hop="proxy"`` keeps the old reverse proxy in front of the
-transformer instead. While the predictor is down the transformer answers 503 itself. A child that exits after it was ready once is
-started again after a back-off (0.5 s, doubling to 30 s, back to 0.5 s once it stayed up 60 s); one
-that exits during start-up (a bad model, a port in use) stops ``serve`` with its exit code.
+transformer instead. While the predictor is down the transformer answers 503 itself. A child that exits after it
+was ready once is started again after a back-off (0.5 s, doubling to 30 s, back to 0.5 s once it stayed up 60 s);
+one that exits during start-up (a bad model, a port in use) stops ``serve`` with its exit code.
 
 Children run under ``smart_energy.serving.die_with_parent`` (Linux's ``PR_SET_PDEATHSIG`` = SIGKILL), so they die
 with ``serve`` even when ``serve`` is SIGKILLed. They are started from the main thread: the kernel

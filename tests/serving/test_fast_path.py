@@ -4,8 +4,9 @@ Fast: ``smart-energy serve`` (its public socket handed to the transformer, V1 pr
 online rows cached until the next push, next-hour requests that arrive during a predictor call sharing the next
 call), loaded with concurrent requests. Plain: a second transformer on its own port, ``--predictor_batching off
 --direct_v1 off --online_row_cache off`` (KServe's route, a Feast read and a predictor call per request), sent the
-same requests one at a time, in front of the same predictor. V1 and V2, entity and feature-row requests, a refused one; next hour and day ahead. And
-``CallBatcher`` itself: answers split back per request, a refused row fails its own request only.
+same requests one at a time, in front of the same predictor. V1 and V2, entity and feature-row requests, a refused
+one; next hour and day ahead. And ``CallBatcher`` itself: answers split back per request, a refused row fails its
+own request only; and the online-row cache: a push changes the very next read.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def test_a_refused_row_fails_its_own_request_and_a_dead_predictor_fails_all():
 
 
 def _paths(model_dir, env, root):
-    """serve (fast) and a plain transformer on serve's predictor: (processes, fast url, plain url, serve's transformer)."""
+    """serve (fast) and a plain transformer on serve's predictor: (processes, fast url, plain url, serve's own
+    transformer port)."""
     port, predictor_port, transformer_port, plain_port = free_port(), free_port(), free_port(), free_port()
     serve = start([PYTHON, "-m", "smart_energy.cli", "serve", "--model-dir", str(model_dir), "--port", str(port),
                    "--predictor-port", str(predictor_port), "--transformer-port", str(transformer_port)],
