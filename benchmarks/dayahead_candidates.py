@@ -227,6 +227,65 @@ class Blend:
         return self._apply(self.base.raw(frame), self.nh.predict(frame), frame["lead_hours"].to_numpy())
 
 
+class ShiftedNextHour(NextHour):
+    """A next-hour-style model (train.fit_booster + refit) whose target is the hour ``k - 1`` after the origin
+    hour: the direct strategy with the next-hour model's objective and features (lead k's own booster)."""
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def fit(self, origins: pd.DataFrame) -> "ShiftedNextHour":
+        o = origins.sort_values(["meter_id", "event_timestamp"]).reset_index(drop=True)
+        y = pd.Series(o["target_kw"].to_numpy(), index=pd.MultiIndex.from_arrays([o["meter_id"], o["event_timestamp"]]))
+        want = pd.MultiIndex.from_arrays([o["meter_id"], o["event_timestamp"] + pd.Timedelta(hours=self.k - 1)])
+        o = o.assign(target_kw=y.reindex(want).to_numpy()).dropna(subset=["target_kw"])  # within the fit part only
+        return super().fit(o.reset_index(drop=True))
+
+
+class DirectBlend(Blend):
+    """d1 with a next-hour-style booster per lead up to ``K`` (lead k's forecast blended with the pooled P50 at
+    lead k, w_1 = 1); leads beyond K blend with the lead-K booster's forecast."""
+
+    def __init__(self, base, K: int):
+        self.base, self.K = base, K
+        self.models = {k: ShiftedNextHour(k) for k in range(1, K + 1)}
+
+    def fit(self, fit: pd.DataFrame) -> "DirectBlend":
+        origins = self._origins
+        for m in self.models.values():
+            m.fit(origins)
+        self.base.fit(fit)
+        iv, raw = self.base.inner_valid, self.base.inner_raw
+        direct = self._direct(iv, early=True)
+        y, lead = iv["target_kw"].to_numpy(), iv["lead_hours"].to_numpy()
+        self.weights = {}
+        for k in range(1, 25):
+            r = lead == k
+            errs = [np.mean(np.abs(w * direct[r] + (1 - w) * raw[r, 1] - y[r])) for w in self.GRID]
+            self.weights[k] = float(self.GRID[int(np.argmin(errs))])
+        self.weights[1] = 1.0
+        self.inner_raw = self._apply_direct(raw, direct, lead)
+        self.fallback = conformal_shift(y, self.inner_raw)
+        self.rounds = (self.base.rounds, {k: m.rounds for k, m in self.models.items()})
+        return self
+
+    def _direct(self, frame: pd.DataFrame, early: bool = False) -> np.ndarray:
+        lead = np.minimum(frame["lead_hours"].to_numpy(), self.K)
+        out = np.empty(len(frame))
+        for k, m in self.models.items():
+            rows = lead == k
+            if rows.any():
+                out[rows] = m.predict(frame[rows], early=early)
+        return out
+
+    def _apply_direct(self, raw: np.ndarray, direct: np.ndarray, lead: np.ndarray) -> np.ndarray:
+        w = np.array([self.weights[int(k)] for k in lead])
+        return raw + (w * (direct - raw[:, 1]))[:, None]
+
+    def raw(self, frame: pd.DataFrame) -> np.ndarray:
+        return self._apply_direct(self.base.raw(frame), self._direct(frame), frame["lead_hours"].to_numpy())
+
+
 class Shipped:
     """What ``train --horizon 24`` ships: ``dayahead.fit_dayahead`` on the fit pairs and their origin rows (its own
     next-hour booster, blend weights and CQR fallback), forecasts by ``dayahead.raw_quantiles``."""
@@ -252,6 +311,11 @@ def rolling(model, pairs: pd.DataFrame) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- run
+def _with(model: DirectBlend, origins: pd.DataFrame) -> DirectBlend:
+    model._origins = origins
+    return model
+
+
 def candidates(nh: NextHour, origins: pd.DataFrame) -> dict[str, Callable[[], Any]]:
     return {
         "a  pooled (today)": lambda: Quantile(DAYAHEAD_FEATURES),
@@ -270,6 +334,10 @@ def candidates(nh: NextHour, origins: pd.DataFrame) -> dict[str, Callable[[], An
         "b+c'+d1 lead 1 = next-hour": lambda: Blend(Quantile(LEADX_FEATURES, margin_mean7d), nh, True),
         "p+d1 d1 + weekly profile at target": lambda: Blend(Quantile(DAYAHEAD_FEATURES + ["target_profile_4w"]), nh,
                                                            True),
+        "k3 d1 + next-hour-style boosters for leads 2-3": lambda: _with(DirectBlend(Quantile(DAYAHEAD_FEATURES), 3),
+                                                                         origins),
+        "k6 d1 + next-hour-style boosters for leads 2-6": lambda: _with(DirectBlend(Quantile(DAYAHEAD_FEATURES), 6),
+                                                                         origins),
     }
 
 
