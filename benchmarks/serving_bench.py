@@ -13,8 +13,8 @@ correction); at this rate the servers are mostly idle, so it matters little. Thr
 without the delay (1 thread, 8 connections). Every run is bounded (seconds, not requests).
 
 ``python -m benchmarks.serving_bench --ab --data FILE``: issue 23's steps side by side instead, in one run,
-alternated (``--rounds``): ``serve`` as it is, then undoing one step at a time: no online-row cache, KServe's V1
-route (``--direct-v1 off``), no batching of predictor calls, the old proxy hop (``--hop proxy``), the old thread
+alternated (``--rounds``): ``serve`` as it is, then undoing one step at a time: no online-row cache, no batching
+of predictor calls, the old proxy hop (``--hop proxy``), the old thread
 default (2 XGBoost threads on this box, libgomp's default wait policy); plus the seed-style API, and CPU ms per
 request of each process.
 """
@@ -211,13 +211,12 @@ def _call_requests(metrics_url: str) -> tuple[float, float]:
     return found["count"], found["sum"]
 
 
-_OFF = ["--online-row-cache", "off", "--direct-v1", "off", "--predictor-batching", "off"]
+_OFF = ["--online-row-cache", "off", "--predictor-batching", "off"]
 AB_VARIANTS = {  # label: (serve's extra flags, extra environment)
     "serve (this version)": ([], {}),
     "serve --online-row-cache off": (["--online-row-cache", "off"], {}),
-    "serve, cache off, --direct-v1 off": (["--online-row-cache", "off", "--direct-v1", "off"], {}),
-    "serve, cache+direct off, --predictor-batching off": (_OFF[:4] + ["--predictor-batching", "off"], {}),
-    "serve, cache+direct+batching off, --hop proxy": (_OFF + ["--hop", "proxy"], {}),
+    "serve, cache off, --predictor-batching off": (_OFF, {}),
+    "serve, cache+batching off, --hop proxy": (_OFF + ["--hop", "proxy"], {}),
     # the old default on this 2-core box: 2 threads, libgomp's own wait policy ("" is not PASSIVE, and not set)
     "serve, all off, proxy, 2 XGBoost threads": (_OFF + ["--hop", "proxy"], {"SE_XGB_THREADS": "2",
                                                                              "OMP_WAIT_POLICY": ""}),

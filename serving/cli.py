@@ -30,7 +30,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             return 0
         serve_supervised(model_dir, args.port, args.predictor_port, args.transformer_port,
                          {**os.environ, **settings.as_env()}, settings.model_name, hop=args.hop,
-                         batching=args.predictor_batching == "on", direct_v1=args.direct_v1 == "on",
+                         batching=args.predictor_batching == "on",
                          online_row_cache=args.online_row_cache == "on")
         return 0
 
@@ -54,9 +54,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictor-batching", choices=("on", "off"), default="on",
                    help="on (default): next-hour requests that arrive while a predictor call is in flight share the "
                    "next call (the same answers, fewer calls under load); off: one call per request")
-    p.add_argument("--direct-v1", choices=("on", "off"), default="on",
-                   help="on (default): V1 predictions skip FastAPI's routing in the transformer (the same answers); "
-                   "off: KServe's route")
     p.add_argument("--online-row-cache", choices=("on", "off"), default="on",
                    help="on (default): with the sqlite online store, each meter's row is read once per push or "
                    "materialisation (the same answers); off: one Feast read per request")

@@ -108,61 +108,17 @@ async def _http_error(request, exc: StarletteHTTPException):
     return response
 
 
-class DirectV1:
-    """``POST /v1/models/<served model>:predict`` answered without FastAPI's routing (~15% of the transformer's CPU
-    per request): the calls of KServe's ``V1Endpoints.predict`` (model_ready, decode, infer, encode) and the app's
-    own exception handlers, so the answer is the same, byte for byte (tests/serving/test_fast_path.py)."""
-
-    dataplane: Any = None  # set once KServe's ModelServer exists
-
-    async def __call__(self, model_name: str, scope, body: bytes, receive, send) -> None:
-        from fastapi.responses import ORJSONResponse
-        from kserve.errors import ModelNotReady
-        from starlette.datastructures import Headers
-        from starlette.requests import Request
-
-        try:
-            if not await self.dataplane.model_ready(model_name, True):
-                raise ModelNotReady(model_name)
-            headers = dict(Headers(scope=scope).items())
-            infer_request, attributes = self.dataplane.decode(body=body, headers=headers)
-            result, response_headers = await self.dataplane.infer(model_name=model_name, request=infer_request,
-                                                                  headers=headers)
-            result, more = self.dataplane.encode(model_name=model_name, response=result, headers=headers,
-                                                 req_attributes=attributes)
-            response_headers.update(more)
-            response_headers.pop("content-length", None)
-            if isinstance(result, (bytes, str)):
-                response = Response(content=result, headers=response_headers)
-            elif isinstance(result, dict):
-                response = ORJSONResponse(content=result, headers=response_headers)
-            else:
-                raise TypeError(f"unexpected V1 answer {type(result).__name__}")
-        except Exception as exc:  # noqa: BLE001 - the handler the app would pick, else on to ServerErrorMiddleware
-            handler = next((kserve_app.exception_handlers[cls] for cls in type(exc).__mro__
-                            if cls is not Exception and cls in kserve_app.exception_handlers), None)
-            if handler is None:
-                raise
-            response = handler(Request(scope, receive), exc)
-            if asyncio.iscoroutine(response):
-                response = await response
-        await response(scope, receive, send)
-
-
 class ServingMiddleware:
     """Body limit (413, with or without content-length), the versioned V2 routes, a content type on every
-    V2 answer, and, when ``record``, the ``se_*`` request metrics under the version that answered. With ``direct``,
-    V1 predictions of the served model skip FastAPI's routing (``DirectV1``)."""
+    V2 answer, and, when ``record``, the ``se_*`` request metrics under the version that answered."""
 
     def __init__(self, app, model_name: str, versions: Callable[[], set[str]], default_version: Callable[[], str],
-                 record: bool, direct: DirectV1 | None = None):
+                 record: bool):
         self.app = app
         self.model_name = model_name
         self.versions = versions
         self.default_version = default_version
         self.record = record
-        self.direct = direct
-        self.v1_path = f"/v1/models/{model_name}:predict"
 
     @staticmethod
     def _protocol(path: str) -> str | None:
@@ -217,13 +173,6 @@ class ServingMiddleware:
                     return await refuse(413, f"request body over {MAX_BODY_BYTES} bytes; split the batch",
                                         "body_too_large")
                 receive = _replay(body, receive)
-            if (self.direct is not None and self.direct.dataplane is not None and match is None
-                    and scope["method"] == "POST" and scope["path"] == self.v1_path):
-                body = await _read_limited(receive)
-                if body is None:
-                    return await refuse(413, f"request body over {MAX_BODY_BYTES} bytes; split the batch",
-                                        "body_too_large")
-                return await self.direct(self.model_name, scope, body, receive, send_status)
             await self.app(scope, receive, send_status)
         finally:
             _served.reset(token)
@@ -312,26 +261,22 @@ class _ModelServer(kserve.ModelServer):
 
 
 def start_server(model: kserve.Model, args: argparse.Namespace, settings: Settings, record_requests: bool,
-                 predictor_config: kserve.PredictorConfig | None = None, listen_fd: int | None = None,
-                 direct_v1: bool = True) -> None:
+                 predictor_config: kserve.PredictorConfig | None = None, listen_fd: int | None = None) -> None:
     """Start KServe's ModelServer with ``model`` and our additions; blocks until stopped. ``listen_fd``: a
-    listening socket (inherited) to accept on as well as ``--http_port``; ``direct_v1``: see ``DirectV1``."""
+    listening socket (inherited) to accept on as well as ``--http_port``."""
     kserve_app.add_exception_handler(RequestError, _request_error)
     kserve_app.add_exception_handler(PredictorUnavailable, _predictor_unavailable)
     kserve_app.add_exception_handler(SmartEnergyError, _user_error)
     kserve_app.add_exception_handler(RequestValidationError, _validation_error)
     kserve_app.add_exception_handler(StarletteHTTPException, _http_error)
     served = lambda: getattr(model, "served_version", "") or model.version  # noqa: E731
-    direct = DirectV1() if direct_v1 else None
     kserve_app.add_middleware(ServingMiddleware, model_name=model.name, versions=lambda: {served()} - {""},
-                              default_version=served, record=record_requests, direct=direct)
+                              default_version=served, record=record_requests)
     registry = ReloadableModelRepository()
     server = _ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
                           registered_models=registry, enable_grpc=args.enable_grpc,
                           enable_latency_logging=args.enable_latency_logging, predictor_config=predictor_config)
     server.dataplane = ServingDataPlane(model_registry=registry)
-    if direct is not None:
-        direct.dataplane = server.dataplane
     server.model_repository_extension = ModelRepositoryRoutes(registry, enabled=settings.model_repository_routes)
     if not args.log_requests:  # after ModelServer() configured logging; a line per request costs latency
         for name in ("uvicorn.access", "kserve.trace"):

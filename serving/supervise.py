@@ -293,7 +293,7 @@ async def _watch(supervisor: Supervisor, doorman: Doorman) -> None:
 
 def serve_supervised(model_dir: str | Path, port: int, predictor_port: int, transformer_port: int,
                      env: dict[str, str], model_name: str, hop: str = "handoff", batching: bool = True,
-                     direct_v1: bool = True, online_row_cache: bool = True) -> None:
+                     online_row_cache: bool = True) -> None:
     """Both children and the public ``port`` (handed to the transformer, or ``hop="proxy"``: a reverse proxy in
     front of it), until a signal or a child that fails to start."""
     import uvicorn
@@ -314,7 +314,6 @@ def serve_supervised(model_dir: str | Path, port: int, predictor_port: int, tran
                         [*common, "--http_port", str(transformer_port),
                          "--predictor_host", f"127.0.0.1:{predictor_port}",
                          "--predictor_batching", "on" if batching else "off",
-                         "--direct_v1", "on" if direct_v1 else "off",
                          "--online_row_cache", "on" if online_row_cache else "off",
                          *(["--listen_fd", str(listener.fileno())] if handoff else [])],
                         f"http://127.0.0.1:{transformer_port}/v2/health/ready", env,

@@ -31,8 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predictor_batching", choices=("on", "off"), default="on",
                         help="on: next-hour requests that arrive while a predictor call is in flight share the next "
                         "call (the same answers); off: one call per request")
-    parser.add_argument("--direct_v1", choices=("on", "off"), default="on",
-                        help="on: V1 predictions skip FastAPI's routing (the same answers); off: KServe's route")
     parser.add_argument("--online_row_cache", choices=("on", "off"), default="on",
                         help="on: a sqlite online store's rows are kept per meter until the next push or "
                         "materialisation (the same answers); off: one Feast read per request")
@@ -54,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                                     predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
                                     predictor_request_retries=args.predictor_request_retries,
                                     predictor_health_check=args.enable_predictor_health_check)
-    start_server(model, args, settings, record_requests=True, predictor_config=config, listen_fd=args.listen_fd,
-                 direct_v1=args.direct_v1 == "on")
+    start_server(model, args, settings, record_requests=True, predictor_config=config, listen_fd=args.listen_fd)
     return 0
 
 

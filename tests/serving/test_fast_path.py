@@ -1,9 +1,8 @@
 """The fast path answers byte for byte what the plain path answers, in one run.
 
-Fast: ``smart-energy serve`` (its public socket handed to the transformer, V1 predictions past FastAPI's routing,
-online rows cached until the next push, next-hour requests that arrive during a predictor call sharing the next
+Fast: ``smart-energy serve`` (its public socket handed to the transformer, online rows cached until the next push, next-hour requests that arrive during a predictor call sharing the next
 call), loaded with concurrent requests. Plain: a second transformer on its own port, ``--predictor_batching off
---direct_v1 off --online_row_cache off`` (KServe's route, a Feast read and a predictor call per request), sent the
+--online_row_cache off`` (a Feast read and a predictor call per request), sent the
 same requests one at a time, in front of the same predictor. V1 and V2, entity and feature-row requests, a refused
 one; next hour and day ahead. And ``CallBatcher`` itself: answers split back per request, a refused row fails its
 own request only; and the online-row cache: a push changes the very next read.
@@ -98,7 +97,7 @@ def _paths(model_dir, env, root):
     wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout=120, proc=serve)
     plain = start([PYTHON, "-m", "smart_energy.serving.transformer", "--model_dir", str(model_dir), "--http_port",
                    str(plain_port), "--predictor_host", f"127.0.0.1:{predictor_port}", "--predictor_batching", "off",
-                   "--direct_v1", "off", "--online_row_cache", "off"], root / "plain.log", env=env)
+                   "--online_row_cache", "off"], root / "plain.log", env=env)
     wait_http(f"http://127.0.0.1:{plain_port}/v2/health/ready", timeout=120, proc=plain)
     return [serve, plain], f"http://127.0.0.1:{port}", f"http://127.0.0.1:{plain_port}", \
         f"http://127.0.0.1:{transformer_port}"
