@@ -4,7 +4,8 @@
 listening socket to the transformer (``--listen_fd``), which accepts on it directly: no proxy on the request path
 (the proxy hop cost ~1 ms of CPU per request, a quarter of the path's). While the transformer is not ready,
 ``serve`` accepts on the same socket too and answers 503 with the reason (``Doorman``); once it is ready again,
-``serve`` stops accepting. A request in flight in a transformer that is killed sees its connection closed (behind
+``serve`` stops accepting (a connection that reaches ``serve`` after the transformer came up but before the next
+tick saw it is relayed to the transformer's own port, not refused). A request in flight in a transformer that is killed sees its connection closed (behind
 the proxy it got a 503); the next one gets the 503. ``hop="proxy"`` keeps the old reverse proxy in front of the
 transformer instead. While the predictor is down the transformer answers 503 itself. A child that exits after it
 was ready once is started again after a back-off (0.5 s, doubling to 30 s, back to 0.5 s once it stayed up 60 s);
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -263,6 +265,10 @@ class Doorman:
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            if await self._transformer_answers():
+                # the transformer became ready since the last tick and accepts on the socket too: this connection
+                # reached us in the overlap, so it is relayed to the transformer's own port instead of refused
+                return await self._relay(head, reader, writer)
             length = next((line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")[1:]
                            if line.lower().startswith(b"content-length:")), b"0")
             if length.isdigit() and 0 < int(length) <= MAX_BODY_BYTES:
@@ -277,6 +283,36 @@ class Doorman:
             pass
         finally:
             writer.close()
+
+    async def _transformer_answers(self) -> bool:
+        """Is the transformer ready now (it may be, before the next tick says so)?"""
+        self.supervisor.reap()
+        proc = self.transformer.proc
+        if proc is None or proc.poll() is not None or self.transformer.restart_at is not None:
+            return False
+        return self.transformer.ready or await self.supervisor._answers(self.transformer.ready_url)
+
+    async def _relay(self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Pipe this connection (its head already read) to the transformer's own port, both ways, until closed."""
+        target = urlsplit(self.transformer.ready_url)
+        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(2**16):
+                    sink.write(data)
+                    await sink.drain()
+                if sink.can_write_eof():
+                    sink.write_eof()
+            except (ConnectionError, OSError):
+                pass
+
+        try:
+            up_writer.write(head)
+            await up_writer.drain()
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        finally:
+            up_writer.close()
 
 
 async def _watch(supervisor: Supervisor, doorman: Doorman) -> None:
