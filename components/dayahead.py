@@ -34,8 +34,9 @@ import pandas as pd
 import xgboost as xgb
 
 from smart_energy.components.calibration import (BAND, CALIBRATION_DAYS, MIN_CALIBRATION_PAIRS,  # noqa: F401
-                                                 calibrate, conformal_shift, conformity, rolling_band,
-                                                 rolling_shift)
+                                                 QUANTILES, calibrate, conformal_shift, conformity, pinball_rows,
+                                                 rolling_band, rolling_shift)
+from smart_energy.components.calibration import HORIZON as HORIZON_HOURS
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.features import (DRIFT_FEATURES, FEATURES, _calendar,
                                               find_gaps, keep_meters_with_history, training_cutoff, usable_usage,
@@ -45,8 +46,6 @@ from smart_energy.components.online_rows import next_hour_kw
 from smart_energy.components.settings import Settings, get_settings
 from smart_energy.components.threads import xgb_threads
 
-HORIZON_HOURS = 24
-QUANTILES = (0.1, 0.5, 0.9)
 OUTPUTS = ("p10_kw", "p50_kw", "p90_kw")
 TARGET_CALENDAR = ["target_hour_of_day", "target_day_of_week", "target_is_weekend", "target_is_holiday"]
 DAYAHEAD_FEATURES = FEATURES + ["lead_hours"] + TARGET_CALENDAR
@@ -159,15 +158,23 @@ def raw_quantiles(model: DayAheadModel | xgb.Booster, frame: pd.DataFrame) -> np
 def load_dayahead(model_dir: str | Path) -> tuple[DayAheadModel, dict[str, Any]]:
     """The verified day-ahead model of ``model_dir`` (every file against the manifest) and its metadata: what
     the predictor, ``predict``, ``evaluate``, ``advise`` and the monitoring report all forecast with."""
-    from smart_energy.components.registry import EXTRA_MODELS, ModelIntegrityError, load_booster
+    from smart_energy.components.registry import load_booster
 
     pooled, metadata = load_booster(model_dir)
+    return lead_aware(pooled, metadata, model_dir), metadata
+
+
+def lead_aware(pooled: xgb.Booster, metadata: dict[str, Any], model_dir: str | Path) -> DayAheadModel:
+    """The day-ahead model around its pooled booster, already loaded and verified from ``model_dir`` with
+    ``metadata`` (``registry.load_booster``): with the next-hour booster and the blend weights it records."""
+    from smart_energy.components.registry import EXTRA_MODELS, ModelIntegrityError
+
     if metadata.get("horizon_hours") != HORIZON_HOURS:
         raise SmartEnergyError(f"{model_dir} is a {metadata.get('horizon_hours', 1)}-hour model, not a day-ahead "
                                f"one (`smart-energy train --horizon 24`)")
     spec = metadata.get("lead_blend")
     if not spec:
-        return DayAheadModel(pooled), metadata  # a model from before the blend: the pooled booster alone
+        return DayAheadModel(pooled)  # a model from before the blend: the pooled booster alone
     name = spec["next_hour_file"]
     if name not in (metadata.get(EXTRA_MODELS) or {}):
         raise ModelIntegrityError(f"{Path(model_dir) / name}: the blend's next-hour booster is not among the "
@@ -178,7 +185,7 @@ def load_dayahead(model_dir: str | Path) -> tuple[DayAheadModel, dict[str, Any]]
     next_hour = xgb.Booster()
     next_hour.load_model(str(Path(model_dir) / name))
     next_hour.set_param({"nthread": xgb_threads()})
-    return DayAheadModel(pooled, next_hour, weights), metadata
+    return DayAheadModel(pooled, next_hour, weights)
 
 
 def fit_lead_weights(raw: np.ndarray, next_hour: np.ndarray, actual: np.ndarray, lead: np.ndarray) -> np.ndarray:
@@ -195,10 +202,8 @@ def fit_lead_weights(raw: np.ndarray, next_hour: np.ndarray, actual: np.ndarray,
 
 
 def pinball(actual: np.ndarray, quantiles: np.ndarray) -> float:
-    """Mean pinball (quantile) loss over the three quantiles, kW."""
-    diff = actual[:, None] - quantiles
-    q = np.array(QUANTILES)
-    return float(np.mean(np.maximum(q * diff, (q - 1) * diff)))
+    """Mean pinball (quantile) loss over the three quantiles and the rows, kW."""
+    return float(np.mean(pinball_rows(actual, quantiles)))
 
 
 def training_origins(hourly: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp | None,
@@ -258,7 +263,7 @@ def fit_dayahead(pairs: pd.DataFrame, origin_rows: pd.DataFrame, params: dict[st
     raw = blend(pooled_raw, nh_valid_kw, lead_weights(weights, lead))
     shift = conformal_shift(actual, raw)
     calibrated = calibrate(raw, shift)
-    pooled_p50 = calibrate(pooled_raw, conformal_shift(actual, pooled_raw))[:, 1]
+    pooled_p50 = np.maximum(pooled_raw[:, 1], 0.0)  # what calibrate makes of it: the P50 is never moved
     by_lead = lambda p50: {k: float(np.mean(np.abs(p50[lead == k] - actual[lead == k])))  # noqa: E731
                            for k in (1, 2, 3, 6, 12, 24) if (lead == k).any()}
     metrics = {"valid_mae_kw": float(np.mean(np.abs(calibrated[:, 1] - actual))),
@@ -472,9 +477,6 @@ def next_24h(model_dir: str | Path, hourly: pd.DataFrame) -> pd.DataFrame:
     from smart_energy.components.features import build_feature_frame
 
     booster, metadata = load_dayahead(model_dir)  # refuses a next-hour model
-    if metadata.get("horizon_hours") != HORIZON_HOURS:
-        raise SmartEnergyError(f"{model_dir} is a {metadata.get('horizon_hours', 1)}-hour model; advice needs a "
-                               f"day-ahead one (`smart-energy train --horizon 24`)")
     if hourly["meter_id"].nunique() != 1:
         raise SmartEnergyError("next_24h forecasts one meter; pass one meter's readings")
     rows = build_feature_frame(hourly).sort_values("event_timestamp")

@@ -43,9 +43,9 @@ class EnergyPredictor(Model):
             raise ModelMissingError(str(Path(self.model_dir) / MODEL_FILE))
         self._booster, metadata = load_booster(self.model_dir)
         if metadata.get("horizon_hours") == 24:  # the day-ahead model: pooled + next-hour boosters and blend weights
-            from smart_energy.components.dayahead import load_dayahead
+            from smart_energy.components.dayahead import lead_aware
 
-            self._booster, metadata = load_dayahead(self.model_dir)
+            self._booster = lead_aware(self._booster, metadata, self.model_dir)
         self.version = metadata["version"]
         self.features = list(metadata["features"])
         self.outputs = list(metadata.get("outputs") or [OUTPUT_NAME])

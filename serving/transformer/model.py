@@ -182,7 +182,7 @@ class EnergyTransformer(Model):
 
     async def predict(self, payload: InferRequest, headers: Dict[str, str] = None,
                       response_headers: Dict[str, str] = None) -> InferResponse:
-        if self.batcher is not None and not self.dayahead:  # next hour: concurrent requests share a call
+        if self.batcher is not None:  # next hour (day ahead is not batched): concurrent requests share a call
             rows = np.asarray(_request.get().batch.matrix, dtype=np.float32)
             version, outputs = await self.batcher.submit(rows, headers, response_headers)
             return InferResponse(response_id=payload.id, model_name=self.name, model_version=version,
