@@ -23,8 +23,11 @@ Candidates:
              w_L fitted on the fit part's inner split (both models' out-of-sample forecasts there)
  e  direct   one model per lead group (1, 2-3, 4-6, 7-12, 13-24), today's features and margin
 and a few combinations of them; ``p+d1``: d1 with the meter's weekly profile at the target hour (the same
-weekday-hour over the 4 weeks before, what ``meter_profile_fv`` serves online) as a feature; and ``shipped``: the product's own code (``dayahead.fit_dayahead`` and
-``raw_quantiles``: d1, lead 1 = the next-hour model, trained inside it), which ``train --horizon 24`` ships.
+weekday-hour over the 4 weeks before, what ``meter_profile_fv`` serves online) as a feature; ``k3``/``k6``: d1 with
+next-hour-style direct boosters at leads 2-3 / 2-6; ``r1``-``r3``: lead 1 = the next-hour model, whose departure
+from the pooled lead-1 P50 is carried to lead L with a per-lead share (r1), with a blend too (r2), or with one
+decay ``phi ** (L - 1)`` (r3); and ``shipped``: the product's own code (``dayahead.fit_dayahead`` and
+``raw_quantiles``: r3, trained inside it), which ``train --horizon 24`` ships.
 
 Run: ``.venv/bin/python -m benchmarks.dayahead_candidates --data SHARED [--scored]``
 """
@@ -47,8 +50,8 @@ import xgboost as xgb
 os.environ.setdefault("SE_XGB_THREADS", "1")
 
 from smart_energy.components.dayahead import (DAYAHEAD_FEATURES, EARLY_STOPPING, MAX_ROUNDS, PARAMS, QUANTILES,
-                                              conformal_shift, expand_leads, fit_dayahead, raw_quantiles,
-                                              score_pairs, usage_series)
+                                              as_lead1, conformal_shift, expand_leads, fit_dayahead, lead_adjust,
+                                              raw_quantiles, score_pairs, usage_series)
 from smart_energy.components.calibration import rolling_band
 from smart_energy.components.features import (FEATURES, build_feature_frame, keep_meters_with_history, labels,
                                               training_cutoff)
@@ -129,7 +132,8 @@ class Quantile:
     def fit(self, fit: pd.DataFrame) -> "Quantile":
         inner_fit, inner_valid = time_split(fit)
         self.inner_valid = inner_valid
-        early = xgb.train(self.params, dm(inner_fit, self.features, self.margin, True), num_boost_round=MAX_ROUNDS,
+        self.early = early = xgb.train(self.params, dm(inner_fit, self.features, self.margin, True),
+                                       num_boost_round=MAX_ROUNDS,
                           evals=[(dm(inner_valid, self.features, self.margin, True), "valid")],
                           early_stopping_rounds=EARLY_STOPPING, verbose_eval=False)
         self.rounds = early.best_iteration + 1
@@ -227,6 +231,53 @@ class Blend:
         return self._apply(self.base.raw(frame), self.nh.predict(frame), frame["lead_hours"].to_numpy())
 
 
+class Carry(Blend):
+    """The next-hour model's departure from the pooled model at lead 1, carried to the later leads: P50 at lead L
+    = pooled P50(L) + c_L * (next-hour forecast - pooled P50 at lead 1 of the same origin), P10/P90 with it; with
+    ``both``, also the blend's w_L * (next-hour - pooled P50(L)) (a 2-D grid). c_1 = 1 is the next-hour model."""
+
+    C_GRID = np.linspace(0, 1.2, 25)
+
+    def __init__(self, base, next_hour: NextHour, both: bool = False, decay: bool = False):
+        super().__init__(base, next_hour, True)
+        self.both, self.decay = both, decay
+
+    def fit(self, fit: pd.DataFrame) -> "Carry":
+        self.base.fit(fit)
+        iv, raw = self.base.inner_valid, self.base.inner_raw
+        lead1 = self.base.early.predict(dm(as_lead1(iv), self.base.features, self.base.margin),
+                                        iteration_range=(0, self.base.rounds)).reshape(-1, 3)[:, 1]
+        nh = self.nh.predict(iv, early=True)
+        y, lead = iv["target_kw"].to_numpy(), iv["lead_hours"].to_numpy()
+        self.weights, self.carry = {1: 0.0}, {1: 1.0}
+        wgrid = self.GRID if self.both else np.zeros(1)
+        if self.decay:  # one parameter: c_L = phi ** (L - 1)
+            gap = nh - lead1
+            errs = [np.mean(np.abs(raw[:, 1] + phi ** (lead - 1) * gap - y)) for phi in np.linspace(0, 0.95, 20)]
+            phi = float(np.linspace(0, 0.95, 20)[int(np.argmin(errs))])
+            self.carry = {k: phi ** (k - 1) for k in range(1, 25)}
+            self.weights = {k: 0.0 for k in range(1, 25)}
+        for k in range(2, 25) if not self.decay else ():
+            r = lead == k
+            best = min(((np.mean(np.abs(raw[r, 1] + c * (nh[r] - lead1[r]) + w * (nh[r] - raw[r, 1]) - y[r])), c, w)
+                        for c in self.C_GRID for w in wgrid), key=lambda t: t[0])
+            self.carry[k], self.weights[k] = float(best[1]), float(best[2])
+        self.inner_valid = iv
+        self.inner_raw = self._carry(raw, lead1, nh, lead)
+        self.fallback = conformal_shift(y, self.inner_raw)
+        self.rounds = self.base.rounds
+        return self
+
+    def _carry(self, raw: np.ndarray, lead1: np.ndarray, nh: np.ndarray, lead: np.ndarray) -> np.ndarray:
+        c = np.array([self.carry[int(k)] for k in lead])
+        w = np.array([self.weights[int(k)] for k in lead])
+        return lead_adjust(raw, nh, lead1, lead, w, c)  # the product's rule
+
+    def raw(self, frame: pd.DataFrame) -> np.ndarray:
+        lead1 = self.base.raw(as_lead1(frame))[:, 1]
+        return self._carry(self.base.raw(frame), lead1, self.nh.predict(frame), frame["lead_hours"].to_numpy())
+
+
 class ShiftedNextHour(NextHour):
     """A next-hour-style model (train.fit_booster + refit) whose target is the hour ``k - 1`` after the origin
     hour: the direct strategy with the next-hour model's objective and features (lead k's own booster)."""
@@ -297,7 +348,7 @@ class Shipped:
         got = fit_dayahead(fit, self.origins)
         self.model, self.fallback = got["model"], got["conformal_kw"]
         self.rounds = (got["rounds"], got["next_hour_rounds"])
-        self.weights = {k: float(w) for k, w in enumerate(self.model.weights, start=1)}
+        self.weights = {k: float(w) for k, w in enumerate(self.model.carry, start=1)}  # the carry, per lead
         return self
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
@@ -319,7 +370,7 @@ def _with(model: DirectBlend, origins: pd.DataFrame) -> DirectBlend:
 def candidates(nh: NextHour, origins: pd.DataFrame) -> dict[str, Callable[[], Any]]:
     return {
         "a  pooled (today)": lambda: Quantile(DAYAHEAD_FEATURES),
-        "shipped: d1 as train --horizon 24 fits it": lambda: Shipped(origins),
+        "shipped: r3 as train --horizon 24 fits it": lambda: Shipped(origins),
         "b  pooled + lead/target-lag features": lambda: Quantile(LEADX_FEATURES),
         "c  pooled, relative to t-24h": lambda: Quantile(DAYAHEAD_FEATURES, margin_rel24),
         "c' pooled, relative to 7-day profile": lambda: Quantile(DAYAHEAD_FEATURES, margin_mean7d),
@@ -334,6 +385,9 @@ def candidates(nh: NextHour, origins: pd.DataFrame) -> dict[str, Callable[[], An
         "b+c'+d1 lead 1 = next-hour": lambda: Blend(Quantile(LEADX_FEATURES, margin_mean7d), nh, True),
         "p+d1 d1 + weekly profile at target": lambda: Blend(Quantile(DAYAHEAD_FEATURES + ["target_profile_4w"]), nh,
                                                            True),
+        "r1 carry the lead-1 departure": lambda: Carry(Quantile(DAYAHEAD_FEATURES), nh),
+        "r2 carry + blend (2-D grid)": lambda: Carry(Quantile(DAYAHEAD_FEATURES), nh, both=True),
+        "r3 carry, c_L = phi^(L-1)": lambda: Carry(Quantile(DAYAHEAD_FEATURES), nh, decay=True),
         "k3 d1 + next-hour-style boosters for leads 2-3": lambda: _with(DirectBlend(Quantile(DAYAHEAD_FEATURES), 3),
                                                                          origins),
         "k6 d1 + next-hour-style boosters for leads 2-6": lambda: _with(DirectBlend(Quantile(DAYAHEAD_FEATURES), 6),
@@ -389,6 +443,9 @@ def run(fit_pairs: pd.DataFrame, fit_origins: pd.DataFrame, eval_pairs: pd.DataF
         assert np.all(np.diff(forecast, axis=1) >= 0) and np.all(forecast >= 0)
         out[name] = (forecast, seconds, model.rounds, getattr(model, "weights", None))
         log(f"{name}: {seconds:.1f} s")
+        if hasattr(model, "carry"):
+            log(f"{name}: carry " + ", ".join(f"L{k}={model.carry[k]:.2f}/{model.weights[k]:.2f}"
+                                              for k in (2, 3, 4, 5, 6, 9, 12, 18, 24)))
     return out
 
 

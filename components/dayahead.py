@@ -12,11 +12,14 @@ household's spread moves with the weeks. The three outputs are then sorted per r
 and power is never negative.
 
 Short leads use what the next-hour model knows (issue 22; chosen on validation splits inside the training
-window, ``benchmarks/dayahead_candidates.py``, candidate d1): the model directory also holds a next-hour booster
+window, ``benchmarks/dayahead_candidates.py``, candidate r3): the model directory also holds a next-hour booster
 (``next_hour.json``) trained by ``train``'s own functions on the same origin rows before the same cut-off. At lead
-1 the P50 IS its forecast of hour T; at lead L >= 2 the P50 is ``w_L * next-hour + (1 - w_L) * pooled P50``, with
-one weight per lead fitted on the time-ordered inner split (both models out of sample there) and stored in the
-metadata (``lead_blend``); P10 and P90 move by the same amount as the P50, before the calibration.
+1 the P50 IS its forecast of hour T. Its departure from the pooled model's lead-1 P50 of the same origin (what the
+last hours say that the pooled model missed) is carried to the later leads with a decay: P50 at lead L = pooled
+P50(L) + ``phi ** (L - 1)`` * (next-hour - pooled P50(1)), one ``phi`` fitted on the time-ordered inner split (both
+models out of sample there) and stored in the metadata (``lead_blend.carry``); P10 and P90 move by the same amount
+as the P50, before the calibration. A model from before the carry (``lead_blend.weights``: P50 = ``w_L *
+next-hour + (1 - w_L) * pooled P50``) is read by the same function, the one rule below holding both.
 
 Baselines for target hour t forecast at origin T: persistence (T-1, the last known hour, for every lead),
 seasonal 24 h (t-24 h, known at T for every lead up to 24) and seasonal 168 h (t-168 h).
@@ -59,7 +62,7 @@ MAX_ORIGINS = 8760
 BASELINES = ("persistence", "seasonal_24h", "seasonal_168h")
 NEXT_HOUR_FILE = "next_hour.json"  # the next-hour booster of a lead-aware day-ahead model directory
 BLEND_ATTR = "lead_blend_file"  # set on the pooled booster of a lead-aware model: it is not a model alone
-BLEND_GRID = np.linspace(0.0, 1.0, 21)  # candidate weights of the next-hour forecast, per lead
+CARRY_GRID = np.linspace(0.0, 0.95, 20)  # candidate decays phi of the next-hour model's departure
 
 
 def usage_series(hourly: pd.DataFrame) -> pd.Series:
@@ -99,7 +102,13 @@ def margin(frame: pd.DataFrame) -> np.ndarray:
     The trees then learn the departure from the day's level; from a constant start, the same trees moved
     every lead toward the all-time median (hold-out P50 MAE 0.836 kW against 0.790 from this margin).
     """
-    level = frame["usage_mean_24h"].fillna(frame["usage_lag_1h"]).fillna(1.0).to_numpy(dtype=float)
+    return start_level(frame["usage_mean_24h"].to_numpy(dtype=float), frame["usage_lag_1h"].to_numpy(dtype=float))
+
+
+def start_level(mean_24h: np.ndarray, lag_1h: np.ndarray) -> np.ndarray:
+    """``margin`` from its two columns: the 24 h mean, else the last hour, else 1 kW, once per quantile."""
+    level = np.where(np.isnan(mean_24h), lag_1h, mean_24h)
+    level = np.where(np.isnan(level), 1.0, level)
     return np.repeat(level[:, None], len(QUANTILES), axis=1)
 
 
@@ -110,48 +119,97 @@ def dmatrix(frame: pd.DataFrame, label: bool = False) -> xgb.DMatrix:
 
 @dataclass
 class DayAheadModel:
-    """A day-ahead model: the pooled quantile booster and, when lead-aware, the next-hour booster and the weight
-    of its forecast at each lead 1..24 (``weights[0]`` is 1: lead 1 is the next-hour forecast)."""
+    """A day-ahead model: the pooled quantile booster and, when lead-aware, the next-hour booster with, per lead
+    1..24, the share ``carry`` of its departure from the pooled lead-1 P50 that the lead keeps (``phi ** (L - 1)``)
+    and, for a model from before the carry, the blend ``weights`` of its forecast (0 in a new model)."""
 
     pooled: xgb.Booster
     next_hour: xgb.Booster | None = None
     weights: np.ndarray | None = None
+    carry: np.ndarray | None = None
 
 
-def lead_weights(weights: np.ndarray, lead: np.ndarray) -> np.ndarray:
-    """Each row's weight of the next-hour forecast; 0 (the pooled model alone) for a lead outside 1..24."""
+def carry_of(phi: float) -> np.ndarray:
+    """The share of the next-hour departure each lead 1..24 keeps: ``phi ** (L - 1)`` (1 at lead 1)."""
+    return float(phi) ** np.arange(HORIZON_HOURS, dtype=float)
+
+
+def per_lead(values: np.ndarray | None, lead: np.ndarray) -> np.ndarray:
+    """Each row's value of a per-lead vector; 0 (the pooled model alone) for a lead outside 1..24 or no vector."""
     lead = np.asarray(lead, dtype=float)
-    ok = np.isfinite(lead) & (lead >= 1) & (lead <= HORIZON_HOURS)
     out = np.zeros(len(lead))
-    out[ok] = np.asarray(weights, dtype=float)[np.rint(lead[ok]).astype(int) - 1]
+    if values is None:
+        return out
+    ok = np.isfinite(lead) & (lead >= 1) & (lead <= HORIZON_HOURS)
+    out[ok] = np.asarray(values, dtype=float)[np.rint(lead[ok]).astype(int) - 1]
     return out
 
 
-def blend(raw: np.ndarray, next_hour: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """P50 = w * next-hour + (1 - w) * pooled P50 (exactly the next-hour forecast where w is 1); P10 and P90
-    move by the same amount."""
-    p50 = np.where(w == 1.0, next_hour, w * next_hour + (1.0 - w) * raw[:, 1])
+def lead_adjust(raw: np.ndarray, next_hour: np.ndarray, pooled_lead1: np.ndarray, lead: np.ndarray,
+                w: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The lead-aware P50: pooled P50 + ``c`` * (next-hour - pooled lead-1 P50 of the same origin) + ``w`` *
+    (next-hour - pooled P50); exactly the next-hour forecast at lead 1. P10 and P90 move by the same amount."""
+    p50 = raw[:, 1] + c * (next_hour - pooled_lead1) + w * (next_hour - raw[:, 1])
+    p50 = np.where(np.asarray(lead) == 1, next_hour, p50)
     out = raw + (p50 - raw[:, 1])[:, None]
     out[:, 1] = p50
     return out
 
 
+def lead1_matrix(origin_matrix: np.ndarray) -> np.ndarray:
+    """Origin rows (``FEATURES`` columns) asked for lead 1, as ``DAYAHEAD_FEATURES`` columns: the origin hour
+    itself, whose calendar is the target's."""
+    out = np.empty((len(origin_matrix), len(DAYAHEAD_FEATURES)), dtype=origin_matrix.dtype)
+    out[:, : len(FEATURES)] = origin_matrix  # DAYAHEAD_FEATURES starts with FEATURES, in order
+    out[:, len(FEATURES)] = 1
+    for name in TARGET_CALENDAR:
+        out[:, DAYAHEAD_FEATURES.index(name)] = origin_matrix[:, FEATURES.index(name.removeprefix("target_"))]
+    return out
+
+
+def as_lead1(origin_rows: pd.DataFrame) -> pd.DataFrame:
+    """``lead1_matrix`` of a frame's origin rows, as a frame."""
+    return pd.DataFrame(lead1_matrix(origin_rows[FEATURES].to_numpy(dtype=float)), columns=DAYAHEAD_FEATURES)
+
+
+def pooled_with_lead1(pooled: xgb.Booster, frame: pd.DataFrame, later: np.ndarray,
+                      iteration_range: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled raw quantiles of ``frame`` and, for its ``later`` rows, the pooled P50 at lead 1 of each row's
+    origin (0 elsewhere): one prediction, the lead-1 row asked once per distinct origin row (a request's 24 leads
+    share one)."""
+    lead1 = np.zeros(len(frame))
+    if not later.any():
+        return pooled.predict(dmatrix(frame), iteration_range=iteration_range).reshape(-1, 3), lead1
+    # float32 is what XGBoost reads anyway: the frame's rows predict as from the frame itself
+    matrix = frame[DAYAHEAD_FEATURES].to_numpy(dtype=np.float32)
+    distinct, inverse = np.unique(matrix[later, : len(FEATURES)], axis=0, return_inverse=True)
+    extra = lead1_matrix(distinct)
+    mean_24h, lag_1h = (extra[:, FEATURES.index(c)].astype(float) for c in ("usage_mean_24h", "usage_lag_1h"))
+    both = xgb.DMatrix(np.vstack([matrix, extra]), feature_names=DAYAHEAD_FEATURES,
+                       base_margin=np.vstack([margin(frame), start_level(mean_24h, lag_1h)]))
+    out = pooled.predict(both, iteration_range=iteration_range).reshape(-1, 3)
+    lead1[later] = out[len(frame):, 1][np.asarray(inverse).reshape(-1)]
+    return out[: len(frame)], lead1
+
+
 def raw_quantiles(model: DayAheadModel | xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
-    """(n, 3) kW before calibration: the pooled booster and its margin, blended with the next-hour booster's
-    forecast of the origin hour at the short leads (a lead-aware model; see the module's docstring)."""
+    """(n, 3) kW before calibration: the pooled booster and its margin, moved by the next-hour booster's forecast
+    of the origin hour at the short leads (a lead-aware model: ``lead_adjust``; see the module's docstring)."""
     if isinstance(model, xgb.Booster):
         if model.attr(BLEND_ATTR):
             raise SmartEnergyError("this day-ahead model blends a next-hour booster into its short leads: load it "
                                    "with dayahead.load_dayahead(model_dir), not registry.load_booster")
         model = DayAheadModel(model)
-    raw = model.pooled.predict(dmatrix(frame)).reshape(-1, 3)
     if model.next_hour is None:
-        return raw
-    w = lead_weights(model.weights, frame["lead_hours"].to_numpy())
-    rows = np.flatnonzero(w > 0)  # the next-hour booster only where it counts (leads 1..3 or so)
+        return model.pooled.predict(dmatrix(frame)).reshape(-1, 3)
+    lead = frame["lead_hours"].to_numpy()
+    w, c = per_lead(model.weights, lead), per_lead(model.carry, lead)
+    # lead 1 is the next-hour forecast whatever the pooled model says there: its lead-1 P50 is for the later leads
+    raw, lead1 = pooled_with_lead1(model.pooled, frame, (c > 0) & (lead != 1))
+    rows = np.flatnonzero((w > 0) | (c > 0))  # the next-hour booster only where it counts
     if len(rows):
         nh = next_hour_kw(model.next_hour, frame[FEATURES].to_numpy(dtype=np.float32)[rows])
-        raw[rows] = blend(raw[rows], nh, w[rows])
+        raw[rows] = lead_adjust(raw[rows], nh, lead1[rows], lead[rows], w[rows], c[rows])
     return raw
 
 
@@ -166,7 +224,8 @@ def load_dayahead(model_dir: str | Path) -> tuple[DayAheadModel, dict[str, Any]]
 
 def lead_aware(pooled: xgb.Booster, metadata: dict[str, Any], model_dir: str | Path) -> DayAheadModel:
     """The day-ahead model around its pooled booster, already loaded and verified from ``model_dir`` with
-    ``metadata`` (``registry.load_booster``): with the next-hour booster and the blend weights it records."""
+    ``metadata`` (``registry.load_booster``): with the next-hour booster and the per-lead carry (or, from before
+    the carry, blend weights) it records."""
     from smart_energy.components.registry import EXTRA_MODELS, ModelIntegrityError
 
     if metadata.get("horizon_hours") != HORIZON_HOURS:
@@ -179,26 +238,34 @@ def lead_aware(pooled: xgb.Booster, metadata: dict[str, Any], model_dir: str | P
     if name not in (metadata.get(EXTRA_MODELS) or {}):
         raise ModelIntegrityError(f"{Path(model_dir) / name}: the blend's next-hour booster is not among the "
                                   f"metadata's {EXTRA_MODELS}; refusing to load")
-    weights = np.asarray(spec["weights"], dtype=float)
-    if weights.shape != (HORIZON_HOURS,) or not np.all((weights >= 0) & (weights <= 1)):
-        raise ModelIntegrityError(f"{model_dir}: lead_blend weights must be {HORIZON_HOURS} numbers in [0, 1]")
+    vectors = {}
+    for key in ("weights", "carry"):
+        if spec.get(key) is None:
+            continue
+        v = np.asarray(spec[key], dtype=float)
+        if v.shape != (HORIZON_HOURS,) or not np.all((v >= 0) & (v <= 1)):
+            raise ModelIntegrityError(f"{model_dir}: lead_blend {key} must be {HORIZON_HOURS} numbers in [0, 1]")
+        vectors[key] = v
+    if not vectors:
+        raise ModelIntegrityError(f"{model_dir}: lead_blend records neither carry nor weights; refusing to load")
     next_hour = xgb.Booster()
     next_hour.load_model(str(Path(model_dir) / name))
     next_hour.set_param({"nthread": xgb_threads()})
-    return DayAheadModel(pooled, next_hour, weights)
+    return DayAheadModel(pooled, next_hour, vectors.get("weights"), vectors.get("carry"))
 
 
-def fit_lead_weights(raw: np.ndarray, next_hour: np.ndarray, actual: np.ndarray, lead: np.ndarray) -> np.ndarray:
-    """Per lead, the ``BLEND_GRID`` weight of the next-hour forecast with the least P50 absolute error on these
-    (out-of-sample) rows; lead 1 is 1 (the next-hour forecast itself), a lead without rows 0."""
-    weights = np.zeros(HORIZON_HOURS)
-    weights[0] = 1.0
-    for k in range(2, HORIZON_HOURS + 1):
-        r = lead == k
-        if r.any():
-            errors = [np.mean(np.abs(w * next_hour[r] + (1 - w) * raw[r, 1] - actual[r])) for w in BLEND_GRID]
-            weights[k - 1] = float(BLEND_GRID[int(np.argmin(errors))])
-    return weights
+def fit_carry(raw: np.ndarray, next_hour: np.ndarray, pooled_lead1: np.ndarray, actual: np.ndarray,
+              lead: np.ndarray) -> float:
+    """The ``CARRY_GRID`` decay ``phi`` whose carry (``carry_of``) gives the least P50 absolute error over the
+    leads 2..24 of these (out-of-sample) rows; 0 (the pooled model after lead 1) without such rows."""
+    later = lead >= 2
+    if not later.any():
+        return 0.0
+    zeros = np.zeros(int(later.sum()))
+    errors = [np.mean(np.abs(lead_adjust(raw[later], next_hour[later], pooled_lead1[later], lead[later], zeros,
+                                         per_lead(carry_of(phi), lead[later]))[:, 1] - actual[later]))
+              for phi in CARRY_GRID]
+    return float(CARRY_GRID[int(np.argmin(errors))])
 
 
 def pinball(actual: np.ndarray, quantiles: np.ndarray) -> float:
@@ -236,7 +303,7 @@ def fit_dayahead(pairs: pd.DataFrame, origin_rows: pd.DataFrame, params: dict[st
     """Fit the lead-aware day-ahead model on training ``pairs`` and their ``origin_rows`` (what ``train_dayahead``
     and ``benchmarks/dayahead_candidates.py`` both run): the pooled quantile booster, early-stopped on the
     time-ordered last 15 % and refitted on all pairs; the next-hour booster with ``train``'s own functions on the
-    origin rows; the per-lead blend weights and the CQR shift on the validation part, both models out of sample.
+    origin rows; the carry's decay ``phi`` and the CQR shift on the validation part, both models out of sample.
     Returns the ``DayAheadModel`` and what the metadata records."""
     from smart_energy.components.train import fit_booster, refit, time_split
 
@@ -247,7 +314,8 @@ def fit_dayahead(pairs: pd.DataFrame, origin_rows: pd.DataFrame, params: dict[st
                         evals=[(dmatrix(valid_part, True), "valid")], early_stopping_rounds=EARLY_STOPPING,
                         verbose_eval=False)
     best = booster.best_iteration + 1
-    pooled_raw = booster.predict(dmatrix(valid_part), iteration_range=(0, best)).reshape(-1, 3)
+    lead = valid_part["lead_hours"].to_numpy()
+    pooled_raw, lead1 = pooled_with_lead1(booster, valid_part, lead != 1, (0, best))
     actual = valid_part["target_kw"].to_numpy()
     # the next-hour model: train's own split and functions on the same origin rows, before the same cut-off
     nh_fit, nh_valid = time_split(origin_rows)
@@ -255,12 +323,12 @@ def fit_dayahead(pairs: pd.DataFrame, origin_rows: pd.DataFrame, params: dict[st
     nh_early, nh_metrics = fit_booster(nh_fit, nh_valid, cap)
     nh_rounds = nh_metrics["best_iteration"] + 1
     nh_final, nh_params = refit(origin_rows, {}, nh_rounds)
-    # per-lead weights on the validation pairs whose origin neither early-stopped model was fitted on
+    # the carry's decay on the validation pairs whose origin neither early-stopped model was fitted on
     nh_valid_kw = next_hour_kw(nh_early[:nh_rounds], valid_part[FEATURES].to_numpy(dtype=np.float32))
-    lead = valid_part["lead_hours"].to_numpy()
     unseen = (valid_part["event_timestamp"] >= nh_valid["event_timestamp"].min()).to_numpy()
-    weights = fit_lead_weights(pooled_raw[unseen], nh_valid_kw[unseen], actual[unseen], lead[unseen])
-    raw = blend(pooled_raw, nh_valid_kw, lead_weights(weights, lead))
+    phi = fit_carry(pooled_raw[unseen], nh_valid_kw[unseen], lead1[unseen], actual[unseen], lead[unseen])
+    carry = carry_of(phi)
+    raw = lead_adjust(pooled_raw, nh_valid_kw, lead1, lead, np.zeros(len(lead)), per_lead(carry, lead))
     shift = conformal_shift(actual, raw)
     calibrated = calibrate(raw, shift)
     pooled_p50 = np.maximum(pooled_raw[:, 1], 0.0)  # what calibrate makes of it: the P50 is never moved
@@ -276,7 +344,7 @@ def fit_dayahead(pairs: pd.DataFrame, origin_rows: pd.DataFrame, params: dict[st
                "valid_coverage_p10_p90": float(np.mean((actual >= calibrated[:, 0]) & (actual <= calibrated[:, 2])))}
     final = xgb.train(params, dmatrix(pairs, True), num_boost_round=best)  # refit on the whole window
     final.set_attr(**{BLEND_ATTR: NEXT_HOUR_FILE})  # alone, it is not the model (raw_quantiles refuses it)
-    return {"model": DayAheadModel(final, nh_final, weights), "conformal_kw": shift, "metrics": metrics,
+    return {"model": DayAheadModel(final, nh_final, None, carry), "phi": phi, "conformal_kw": shift, "metrics": metrics,
             "params": params, "rounds": best, "next_hour_params": nh_params, "next_hour_rounds": nh_rounds,
             "next_hour_metrics": nh_metrics,
             "blend_fitted_on": {"pairs": int(unseen.sum()), "first_origin": str(nh_valid["event_timestamp"].min())}}
@@ -298,7 +366,7 @@ def train_dayahead(data: str | Path, model_dir: str | Path, settings: Settings |
         raise SmartEnergyError(f"only {len(pairs)} (origin, lead) pairs to train on; the day-ahead model needs "
                                f"at least two days of origins with complete targets after the first week")
     fit = fit_dayahead(pairs, origin_rows, {"nthread": xgb_threads(settings), **(params or {})})
-    final, nh_final, weights = fit["model"].pooled, fit["model"].next_hour, fit["model"].weights
+    final, nh_final, carry = fit["model"].pooled, fit["model"].next_hour, fit["model"].carry
     params, best, shift, metrics = fit["params"], fit["rounds"], fit["conformal_kw"], fit["metrics"]
     nh_params, nh_rounds, nh_metrics, blend_fit = fit["next_hour_params"], fit["next_hour_rounds"], \
         fit["next_hour_metrics"], fit["blend_fitted_on"]
@@ -320,10 +388,11 @@ def train_dayahead(data: str | Path, model_dir: str | Path, settings: Settings |
             "num_boost_round": best},
         "metrics": metrics, "library_versions": library_versions(),
         "lead_blend": {
-            "next_hour_file": NEXT_HOUR_FILE, "weights": [float(w) for w in weights],
-            "rule": "P50 at lead L = w[L-1] * next-hour forecast of the origin hour + (1 - w[L-1]) * pooled P50; "
-                    "P10/P90 move with the P50; w[0] = 1; before calibration",
-            "fitted_on": blend_fit | {"grid": float(BLEND_GRID[1] - BLEND_GRID[0])},
+            "next_hour_file": NEXT_HOUR_FILE, "phi": fit["phi"], "carry": [float(c) for c in carry],
+            "rule": "P50 at lead L = pooled P50(L) + carry[L-1] * (next-hour forecast of the origin hour - pooled "
+                    "P50 at lead 1 of the same origin), carry[L-1] = phi ** (L - 1); exactly the next-hour forecast "
+                    "at lead 1; P10/P90 move with the P50; before calibration",
+            "fitted_on": blend_fit | {"grid": float(CARRY_GRID[1] - CARRY_GRID[0])},
             "next_hour": {"features": FEATURES, "origins": int(len(origin_rows)), "metrics": nh_metrics,
                           "params": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in nh_params.items()}
                           | {"num_boost_round": nh_rounds}}},

@@ -42,7 +42,7 @@ class EnergyPredictor(Model):
         if not (Path(self.model_dir) / MODEL_FILE).is_file():
             raise ModelMissingError(str(Path(self.model_dir) / MODEL_FILE))
         self._booster, metadata = load_booster(self.model_dir)
-        if metadata.get("horizon_hours") == 24:  # the day-ahead model: pooled + next-hour boosters and blend weights
+        if metadata.get("horizon_hours") == 24:  # the day-ahead model: pooled + next-hour boosters and the carry
             from smart_energy.components.dayahead import lead_aware
 
             self._booster = lead_aware(self._booster, metadata, self.model_dir)

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from smart_energy.components.dayahead import (DAYAHEAD_FEATURES, NEXT_HOUR_FILE, OUTPUTS, calibrate, expand_leads,
-                                              fit_lead_weights, load_dayahead, raw_quantiles, rolling_shift)
+                                              carry_of, fit_carry, lead_adjust, load_dayahead, per_lead,
+                                              raw_quantiles, rolling_shift)
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.feast_store import copy_feature_repo
 from smart_energy.components.features import FEATURES, build_feature_frame
@@ -62,36 +63,52 @@ def test_held_out_band_covers_80_percent_and_p50_beats_every_naive_day_ahead_for
     assert r["baselines"]["persistence"]["mae_by_lead"]["1"] < r["baselines"]["persistence"]["mae_by_lead"]["6"]
 
 
-def test_lead_1_is_the_next_hour_models_forecast_and_later_leads_blend_with_the_stored_weights(dayahead,
-                                                                                                shared_data):
+def _pooled(model, frame):
+    import xgboost as xgb
+
+    return model.pooled.predict(xgb.DMatrix(
+        frame[DAYAHEAD_FEATURES], feature_names=DAYAHEAD_FEATURES,
+        base_margin=np.repeat(frame["usage_mean_24h"].fillna(frame["usage_lag_1h"]).fillna(1.0).to_numpy()[:, None],
+                              3, axis=1))).reshape(-1, 3)
+
+
+def _scored_weeks_pairs(shared_data):
+    # two weeks of origins of the scored weeks, every lead (the frame every caller passes: expand_leads output)
+    rows = build_feature_frame(load_hourly(shared_data))
+    return expand_leads(rows[rows["event_timestamp"] >= "2007-02-10"].head(14 * 24))
+
+
+def test_lead_1_is_the_next_hour_models_forecast_and_later_leads_carry_its_departure_with_the_stored_decay(
+        dayahead, shared_data):
     model_dir = dayahead["root"] / "model"
     model, meta = load_dayahead(model_dir)
-    w = np.asarray(meta["lead_blend"]["weights"])
-    assert w.shape == (24,) and w[0] == 1.0 and ((w >= 0) & (w <= 1)).all()
-    assert (w[1:] < 1).all() and w[1] > 0.1 and w[6:].mean() < 0.1  # lead 2 leans on the next hour; later, hardly
-    np.testing.assert_array_equal(model.weights, w)
+    spec = meta["lead_blend"]
+    c = np.asarray(spec["carry"])
+    assert 0 < spec["phi"] < 1 and "weights" not in spec and model.weights is None
+    np.testing.assert_allclose(c, spec["phi"] ** np.arange(24))  # one decay: 1 at lead 1, then phi ** (L - 1)
+    assert c[1] > 0.1 and c[6:].max() < 0.1  # lead 2 keeps much of the next hour's departure; a day on, hardly any
+    np.testing.assert_array_equal(model.carry, c)
     # the manifest and the metadata both cover the next-hour booster, with the file's own digest
     manifest = json.loads((model_dir / MANIFEST_FILE).read_text())["files"]
     assert manifest[NEXT_HOUR_FILE] == meta["extra_model_files"][NEXT_HOUR_FILE] == sha256_of(model_dir / NEXT_HOUR_FILE)
-    # two weeks of origins of the scored weeks, every lead (the frame every caller passes: expand_leads output)
-    rows = build_feature_frame(load_hourly(shared_data))
-    pairs = expand_leads(rows[rows["event_timestamp"] >= "2007-02-10"].head(14 * 24))
+    pairs = _scored_weeks_pairs(shared_data)
     raw = raw_quantiles(model, pairs)
-    pooled = model.pooled.predict(__import__("xgboost").DMatrix(
-        pairs[DAYAHEAD_FEATURES], feature_names=DAYAHEAD_FEATURES,
-        base_margin=np.repeat(pairs["usage_mean_24h"].fillna(pairs["usage_lag_1h"]).fillna(1.0).to_numpy()[:, None],
-                              3, axis=1))).reshape(-1, 3)
+    pooled = _pooled(model, pairs)
     nh = next_hour_kw(model.next_hour, pairs[FEATURES].to_numpy(dtype=np.float32))
     lead = pairs["lead_hours"].to_numpy()
     one = lead == 1
     # the next-hour model's forecast of hour T (to XGBoost's float32 sums: one batch of rows or another)
     np.testing.assert_allclose(raw[one, 1], nh[one], rtol=1e-6, atol=1e-6)
     assert np.abs(raw[one, 1] - pooled[one, 1]).mean() > 0.05  # and not the pooled model's
+    # each origin's departure: the next-hour forecast minus the pooled P50 of its own lead-1 row
+    departure = pd.Series(nh[one] - pooled[one, 1], index=pairs.loc[one, "event_timestamp"])
+    gap = departure.reindex(pairs["event_timestamp"]).to_numpy()
     for k in (2, 3, 24):
         at = lead == k
-        np.testing.assert_allclose(raw[at, 1], w[k - 1] * nh[at] + (1 - w[k - 1]) * pooled[at, 1], atol=1e-6)
+        np.testing.assert_allclose(raw[at, 1], pooled[at, 1] + c[k - 1] * gap[at], atol=1e-5)
         np.testing.assert_allclose(raw[at][:, [0, 2]] - raw[at, 1:2], pooled[at][:, [0, 2]] - pooled[at, 1:2],
-                                   atol=1e-6)  # P10 and P90 moved with the P50
+                                   atol=1e-5)  # P10 and P90 moved with the P50
+    assert np.abs(raw[lead == 2, 1] - pooled[lead == 2, 1]).mean() > 0.01  # the carry did move lead 2
     # the served band: never crossing, never below 0 kW
     for shift in (meta["conformal_kw"], -0.5, 0.0):
         q = calibrate(raw, shift)
@@ -100,6 +117,34 @@ def test_lead_1_is_the_next_hour_models_forecast_and_later_leads_blend_with_the_
     booster, _ = load_booster(model_dir)
     with pytest.raises(SmartEnergyError, match="load_dayahead"):
         raw_quantiles(booster, pairs)
+    # one row alone gets what it gets among its origin's 24 (the lead-1 P50 is its own origin's, not a neighbour's)
+    lone = pairs[lead == 5].head(3)
+    np.testing.assert_allclose(raw_quantiles(model, lone), raw[lead == 5][:3], atol=1e-6)
+
+
+def test_a_model_of_the_earlier_blend_rule_still_forecasts_by_its_weights(dayahead, shared_data, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(dayahead["root"] / "model", model_dir)
+    meta = json.loads((model_dir / METADATA_FILE).read_text())
+    w = [1.0, 0.35, 0.15, 0.05] + [0.0] * 20  # what the blend's metadata held (session 7's models)
+    meta["lead_blend"] = {k: v for k, v in meta["lead_blend"].items() if k not in ("carry", "phi")} | {"weights": w}
+    (model_dir / METADATA_FILE).write_text(json.dumps(meta))
+    write_manifest(model_dir)
+    model, _ = load_dayahead(model_dir)
+    assert model.carry is None
+    pairs = _scored_weeks_pairs(shared_data)
+    raw, pooled = raw_quantiles(model, pairs), _pooled(model, pairs)
+    nh = next_hour_kw(model.next_hour, pairs[FEATURES].to_numpy(dtype=np.float32))
+    lead = pairs["lead_hours"].to_numpy()
+    np.testing.assert_allclose(raw[lead == 1, 1], nh[lead == 1], rtol=1e-6, atol=1e-6)
+    for k in (2, 3, 24):
+        at = lead == k
+        np.testing.assert_allclose(raw[at, 1], w[k - 1] * nh[at] + (1 - w[k - 1]) * pooled[at, 1], atol=1e-5)
+    meta["lead_blend"]["weights"] = [1.5] * 24
+    (model_dir / METADATA_FILE).write_text(json.dumps(meta))
+    write_manifest(model_dir)
+    with pytest.raises(ModelIntegrityError, match="weights must be 24 numbers in \\[0, 1\\]"):
+        load_dayahead(model_dir)
 
 
 def test_evaluates_lead_1_p50_is_no_worse_than_the_next_hour_model_on_the_same_hours(dayahead, shared_data):
@@ -158,15 +203,24 @@ def test_a_day_ahead_directory_from_before_the_blend_still_loads_as_the_pooled_m
         load_dayahead(tmp_path / "next-hour")
 
 
-def test_lead_weights_pick_the_better_forecast_per_lead_and_keep_lead_1_on_the_next_hour():
+def test_the_carry_finds_the_decay_of_the_next_hour_departure_and_keeps_lead_1_on_the_next_hour():
     rng = np.random.default_rng(3)
-    lead = np.repeat(np.arange(1, 25), 200)
-    actual = rng.gamma(2.0, 0.5, len(lead))
-    nh = np.where(lead <= 2, actual, actual + rng.normal(0, 1.0, len(lead)))  # right at leads 1-2 only
-    raw = np.repeat(np.where(lead >= 5, actual, actual + 1.0)[:, None], 3, axis=1)  # right from lead 5
-    raw[lead == 1, 1] = actual[lead == 1]  # even where the pooled P50 is perfect, lead 1 stays the next hour's
-    w = fit_lead_weights(raw, nh, actual, lead)
-    assert w[0] == 1.0 and w[1] == 1.0 and (w[4:] == 0.0).all() and 0 < w[2] < 1
+    origins = 400
+    lead = np.tile(np.arange(1, 25), origins)
+    shape = rng.gamma(2.0, 0.5, len(lead))  # what the pooled model gets right
+    surprise = np.repeat(rng.normal(0, 1.0, origins), 24)  # what the last hours say and the pooled model missed
+    actual = shape + 0.5 ** (lead - 1) * surprise + rng.normal(0, 0.05, len(lead))
+    raw = np.repeat(shape[:, None], 3, axis=1) + np.array([-0.3, 0.0, 0.3])
+    pooled_lead1 = np.repeat(shape[lead == 1], 24)
+    nh = pooled_lead1 + surprise  # the next-hour model sees the surprise at lead 1
+    phi = fit_carry(raw, nh, pooled_lead1, actual, lead)
+    assert phi == pytest.approx(0.5, abs=0.051)
+    out = lead_adjust(raw, nh, pooled_lead1, lead, np.zeros(len(lead)), per_lead(carry_of(phi), lead))
+    np.testing.assert_array_equal(out[lead == 1, 1], nh[lead == 1])  # exactly the next-hour forecast
+    np.testing.assert_allclose(out[:, 2] - out[:, 1], 0.3)  # P90 moved with the P50
+    assert np.mean(np.abs(out[:, 1] - actual)) < 0.5 * np.mean(np.abs(raw[:, 1] - actual))
+    # no later lead to fit on: the pooled model after lead 1
+    assert fit_carry(raw[lead == 1], nh[lead == 1], pooled_lead1[lead == 1], actual[lead == 1], lead[lead == 1]) == 0.0
 
 
 def test_calibrated_quantiles_never_cross_nor_go_below_zero():
