@@ -7,7 +7,7 @@ against its 60 s target, the per-meter cost from 100 to 10,000 meters, and the e
 
 Then the day-ahead model's training cost (``dayahead_section``, embedded engine: the day-ahead model trains
 there only) at 1,000 and 10,000 meters of hourly synthetic data, by phase: the Feast point-in-time join and the
-``MAX_ORIGINS`` sampling, ``fit_dayahead`` (pooled ``reg:quantileerror`` booster + next-hour booster + blend),
+``MAX_ORIGINS`` sampling, ``fit_dayahead`` (pooled ``reg:quantileerror`` booster + next-hour booster + carry),
 and the per-meter advice; and ``reg:quantileerror``'s cost per row and round on 0.1 to 0.8 million pairs of the
 10,000-meter fleet, 30 rounds, no early stopping (is it super-linear, as absolute error's per-leaf medians were?).
 
