@@ -53,6 +53,8 @@ from smart_energy.components.dayahead import (DAYAHEAD_FEATURES, EARLY_STOPPING,
                                               as_lead1, conformal_shift, expand_leads, fit_dayahead, lead_adjust,
                                               raw_quantiles, score_pairs, usage_series)
 from smart_energy.components.calibration import rolling_band
+
+from benchmarks.bootstrap import day_bootstrap  # noqa: E402
 from smart_energy.components.features import (FEATURES, build_feature_frame, keep_meters_with_history, labels,
                                               training_cutoff)
 from smart_energy.components.ingest import load_hourly
@@ -452,19 +454,6 @@ def run(fit_pairs: pd.DataFrame, fit_origins: pd.DataFrame, eval_pairs: pd.DataF
             log(f"{name}: carry " + ", ".join(f"L{k}={model.carry[k]:.2f}/{model.weights[k]:.2f}"
                                               for k in (2, 3, 4, 5, 6, 9, 12, 18, 24)))
     return out
-
-
-def day_bootstrap(pairs: pd.DataFrame, diff: np.ndarray, n: int = 2000, relative_to: np.ndarray | None = None
-                  ) -> tuple[float, float, float]:
-    """Mean of ``diff`` and its 90 % interval, resampling whole origin days (pairs of one day are correlated);
-    with ``relative_to`` (per pair, e.g. a reference's absolute errors), of ``sum(diff) / sum(relative_to)``."""
-    day = pd.DatetimeIndex(pairs["event_timestamp"]).floor("D").asi8
-    days, where = np.unique(day, return_inverse=True)
-    base = np.ones(len(diff)) if relative_to is None else np.asarray(relative_to, dtype=float)
-    sums, counts = np.bincount(where, diff, len(days)), np.bincount(where, base, len(days))
-    pick = np.random.default_rng(7).integers(0, len(days), (n, len(days)))
-    boot = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
-    return float(np.quantile(boot, 0.05)), float(diff.sum() / base.sum()), float(np.quantile(boot, 0.95))
 
 
 def report(runs: list[tuple[pd.DataFrame, dict[str, Any]]]) -> dict[str, dict]:

@@ -256,7 +256,7 @@ def bench(big: Path | None = None, work: Path | None = None, run_case=None, shar
           f"(ours {abs(gain):.1f} % {'better' if gain > 0 else 'worse'}); lead 1: our day-ahead "
           f"{o['mae_by_lead'][1]:.3f} kW against our next-hour model's {nh_at_lead1:.3f} kW on the same hours")
     # are the differences more than one February's noise? paired bootstrap over the 28 origin days
-    from benchmarks.dayahead_candidates import day_bootstrap
+    from benchmarks.bootstrap import day_bootstrap
 
     actual, lead = pairs["target_kw"].to_numpy(), pairs["lead_hours"].to_numpy()
     ours_err = np.abs(ours[:, 1] - actual)

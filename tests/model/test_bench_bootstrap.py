@@ -10,7 +10,7 @@ import pandas as pd
 from helpers import REPO
 
 sys.path.insert(0, str(REPO))
-from benchmarks.dayahead_candidates import day_bootstrap  # noqa: E402
+from benchmarks.bootstrap import day_bootstrap  # noqa: E402
 
 
 def pairs_of(days: int, per_day: int = 24) -> pd.DataFrame:
