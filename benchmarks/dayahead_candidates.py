@@ -514,6 +514,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write every section's scores (all 24 leads) here")
     parser.add_argument("--deadline", type=float, default=None, help="unix time after which no new fit starts")
     args = parser.parse_args()
+    from benchmarks import require_file
+
+    require_file(args.data, "--data")
     started = time.perf_counter()
     hourly, _ = keep_meters_with_history(load_hourly(args.data))
     cutoff = training_cutoff(hourly["timestamp"].min(), hourly["timestamp"].max(), None, WEEKS)

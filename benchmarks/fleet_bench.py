@@ -308,6 +308,9 @@ if __name__ == "__main__":
     parser.add_argument("--dayahead", action="store_true", help="only the day-ahead training cost")
     parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10_000])
     args = parser.parse_args()
+    from benchmarks import require_file
+
+    require_file(args.data, "--data")
     import tempfile
 
     from benchmarks.run import run_case as run

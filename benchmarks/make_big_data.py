@@ -9,6 +9,7 @@ gaps: the readings of ``GAPS`` (modelled on its longest ones, dates approximate)
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--rows", type=int, default=FULL_UCI_ROWS)
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks import require_file
+
+    require_file(args.source, "--source")
     if args.out.exists():
         print(f"{args.out} exists; reusing it")
         return

@@ -11,6 +11,7 @@ real appliance shapes. All meters cover the same calendar days from 2007-01-01. 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,10 @@ if __name__ == "__main__":
     parser.add_argument("--days", type=int, default=8)
     parser.add_argument("--long-file", action="store_true", help="one file with a meter_id column")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks import require_file
+
+    require_file(args.data, "--data")
     print(f"{len(make_fleet(args.data, args.out, args.meters, args.days, long_file=args.long_file))} file(s) in {args.out}")
 
 

@@ -99,4 +99,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="the shared UCI slice")
     args = parser.parse_args()
+    from benchmarks import require_file
+
+    require_file(args.data, "--data")
     bench(Path(), Path(), None, args.data)

@@ -288,5 +288,8 @@ if __name__ == "__main__":
     parser.add_argument("--data", type=Path, required=True, help="the shared UCI slice")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
+    from benchmarks import require_file
+
+    require_file(args.data, "--data")
     with tempfile.TemporaryDirectory() as tmp:
         bench(work=Path(tmp), shared=args.data)

@@ -87,6 +87,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=FULL_UCI_ROWS)
     parser.add_argument("--only", choices=["ingest", "features", "fullsize", "serving", "loop", "objective", "fleet", "peers"], action="append")
     args = parser.parse_args()
+    from benchmarks import require_file
+
+    require_file(args.data, "--data")
     big = REPO / "data" / "bench" / f"household_{args.rows}.txt"
     sections = args.only or ["ingest", "features", "fullsize", "serving", "loop", "objective", "fleet", "peers"]
     if not big.exists() and set(sections) - {"peers"}:  # peers runs on the shared file itself

@@ -322,6 +322,9 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--variant", action="append", choices=list(AB_VARIANTS), help="only these (--ab)")
     args = parser.parse_args()
+    from benchmarks import require_file
+
+    require_file(args.data, "--data")
     with tempfile.TemporaryDirectory() as tmp:
         if args.ab:
             ab(args.data, Path(tmp), args.rounds, args.variant)
