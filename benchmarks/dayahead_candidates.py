@@ -339,6 +339,49 @@ class DirectBlend(Blend):
         return self._apply_direct(self.base.raw(frame), self._direct(frame), frame["lead_hours"].to_numpy())
 
 
+class WithNextHour(Quantile):
+    """The pooled model with the next-hour model's forecast of the origin hour as one more feature (``nh_kw``):
+    the trees learn how far each lead follows it. In training the feature is out of fold (the origin rows cut in
+    ``K`` time blocks, each forecast by a next-hour booster refitted on the others with the same rounds); at
+    forecast time it is the next-hour model's own forecast, as serving would compute it."""
+
+    K = 4
+
+    def __init__(self, nh: "NextHour", origins: pd.DataFrame):
+        super().__init__(DAYAHEAD_FEATURES + ["nh_kw"])
+        self.nh, self.origins = nh, origins
+
+    def _out_of_fold(self) -> pd.Series:
+        o = self.origins.sort_values(["event_timestamp", "meter_id"]).reset_index(drop=True)
+        pred = np.empty(len(o))
+        for block in np.array_split(np.arange(len(o)), self.K):
+            booster, _ = refit(o.drop(index=block), {}, self.nh.rounds)
+            pred[block] = booster.predict(xgb.DMatrix(o.loc[block, FEATURES], feature_names=FEATURES))
+        return pd.Series(pred, index=pd.MultiIndex.from_arrays([o["meter_id"], o["event_timestamp"]]))
+
+    def fit(self, fit: pd.DataFrame) -> "WithNextHour":
+        oof = self._out_of_fold()
+        key = pd.MultiIndex.from_arrays([fit["meter_id"], fit["event_timestamp"]])
+        return super().fit(fit.assign(nh_kw=oof.reindex(key).to_numpy()))
+
+    def raw(self, frame: pd.DataFrame) -> np.ndarray:
+        return super().raw(frame.assign(nh_kw=self.nh.predict(frame)))
+
+
+class Lead1NextHour(Blend):
+    """A base model with lead 1 = the next-hour forecast and every later lead the base's own (weights 1, 0...)."""
+
+    def fit(self, fit: pd.DataFrame) -> "Lead1NextHour":
+        self.base.fit(fit)
+        iv, raw = self.base.inner_valid, self.base.inner_raw
+        self.weights = {k: float(k == 1) for k in range(1, 25)}
+        self.inner_valid = iv
+        self.inner_raw = self._apply(raw, self.nh.predict(iv, early=True), iv["lead_hours"].to_numpy())
+        self.fallback = conformal_shift(iv["target_kw"].to_numpy(), self.inner_raw)
+        self.rounds = self.base.rounds
+        return self
+
+
 class Shipped:
     """What ``train --horizon 24`` ships: ``dayahead.fit_dayahead`` on the fit pairs and their origin rows (its own
     next-hour booster, blend weights and CQR fallback), forecasts by ``dayahead.raw_quantiles``."""
@@ -395,6 +438,8 @@ def candidates(nh: NextHour, origins: pd.DataFrame) -> dict[str, Callable[[], An
         "h3 r3, depth 7": lambda: Carry(Quantile(DAYAHEAD_FEATURES, params={"max_depth": 7}), nh, decay=True),
         "h4 r3, min_child_weight 20": lambda: Carry(Quantile(DAYAHEAD_FEATURES, params={"min_child_weight": 20}), nh,
                                                     decay=True),
+        "s1 pooled + next-hour forecast as a feature, lead 1 = next hour": lambda: Lead1NextHour(
+            WithNextHour(nh, origins), nh),
         "k3 d1 + next-hour-style boosters for leads 2-3": lambda: _with(DirectBlend(Quantile(DAYAHEAD_FEATURES), 3),
                                                                          origins),
         "k6 d1 + next-hour-style boosters for leads 2-6": lambda: _with(DirectBlend(Quantile(DAYAHEAD_FEATURES), 6),
