@@ -53,13 +53,13 @@ from smart_energy.components.dayahead import (DAYAHEAD_FEATURES, EARLY_STOPPING,
                                               as_lead1, conformal_shift, expand_leads, fit_dayahead, lead_adjust,
                                               raw_quantiles, score_pairs, usage_series)
 from smart_energy.components.calibration import rolling_band
-
-from benchmarks.bootstrap import day_bootstrap  # noqa: E402
 from smart_energy.components.features import (FEATURES, build_feature_frame, keep_meters_with_history, labels,
                                               training_cutoff)
 from smart_energy.components.ingest import load_hourly
 from smart_energy.components.threads import xgb_threads
 from smart_energy.components.train import fit_booster, refit, time_split
+
+from benchmarks.bootstrap import day_bootstrap  # noqa: E402
 
 WEEKS = 4
 VALID_DAYS = 14
@@ -199,20 +199,22 @@ class NextHour:
 class Blend:
     """P50 at lead L = w_L * next-hour forecast (of the origin hour) + (1 - w_L) * the base model's P50; the
     base's P10/P90 move with its P50 (same offsets). w_1 = 1 is the next-hour model at lead 1 unless the split
-    says otherwise; every w_L is chosen on the fit part's inner split (grid 0..1, least absolute error)."""
+    says otherwise; every w_L is chosen on the fit part's inner split (grid 0..1, least absolute error), unless
+    ``weights`` gives them."""
 
     GRID = np.linspace(0, 1, 21)
 
-    def __init__(self, base, next_hour: NextHour, lead1_next_hour: bool = False):
-        self.base, self.nh, self.lead1_next_hour = base, next_hour, lead1_next_hour
+    def __init__(self, base, next_hour: NextHour, lead1_next_hour: bool = False,
+                 weights: dict[int, float] | None = None):
+        self.base, self.nh, self.lead1_next_hour, self.fixed = base, next_hour, lead1_next_hour, weights
 
     def fit(self, fit: pd.DataFrame) -> "Blend":
         self.base.fit(fit)
         iv, raw = self.base.inner_valid, self.base.inner_raw
         nh = self.nh.predict(iv, early=True)  # out of sample on the inner split (fitted before it)
         y, lead = iv["target_kw"].to_numpy(), iv["lead_hours"].to_numpy()
-        self.weights = {}
-        for k in range(1, 25):
+        self.weights = dict(self.fixed or {})  # given weights are kept; else each is chosen on the grid
+        for k in range(1, 25) if self.fixed is None else ():
             r = lead == k
             errs = [np.mean(np.abs(w * nh[r] + (1 - w) * raw[r, 1] - y[r])) for w in self.GRID]
             self.weights[k] = float(self.GRID[int(np.argmin(errs))])
@@ -368,20 +370,6 @@ class WithNextHour(Quantile):
         return super().raw(frame.assign(nh_kw=self.nh.predict(frame)))
 
 
-class Lead1NextHour(Blend):
-    """A base model with lead 1 = the next-hour forecast and every later lead the base's own (weights 1, 0...)."""
-
-    def fit(self, fit: pd.DataFrame) -> "Lead1NextHour":
-        self.base.fit(fit)
-        iv, raw = self.base.inner_valid, self.base.inner_raw
-        self.weights = {k: float(k == 1) for k in range(1, 25)}
-        self.inner_valid = iv
-        self.inner_raw = self._apply(raw, self.nh.predict(iv, early=True), iv["lead_hours"].to_numpy())
-        self.fallback = conformal_shift(iv["target_kw"].to_numpy(), self.inner_raw)
-        self.rounds = self.base.rounds
-        return self
-
-
 class Shipped:
     """What ``train --horizon 24`` ships: ``dayahead.fit_dayahead`` on the fit pairs and their origin rows (its own
     next-hour booster, blend weights and CQR fallback), forecasts by ``dayahead.raw_quantiles``."""
@@ -438,8 +426,8 @@ def candidates(nh: NextHour, origins: pd.DataFrame) -> dict[str, Callable[[], An
         "h3 r3, depth 7": lambda: Carry(Quantile(DAYAHEAD_FEATURES, params={"max_depth": 7}), nh, decay=True),
         "h4 r3, min_child_weight 20": lambda: Carry(Quantile(DAYAHEAD_FEATURES, params={"min_child_weight": 20}), nh,
                                                     decay=True),
-        "s1 pooled + next-hour forecast as a feature, lead 1 = next hour": lambda: Lead1NextHour(
-            WithNextHour(nh, origins), nh),
+        "s1 pooled + next-hour forecast as a feature, lead 1 = next hour": lambda: Blend(
+            WithNextHour(nh, origins), nh, True, weights={k: float(k == 1) for k in range(1, 25)}),
         "k3 d1 + next-hour-style boosters for leads 2-3": lambda: _with(DirectBlend(Quantile(DAYAHEAD_FEATURES), 3),
                                                                          origins),
         "k6 d1 + next-hour-style boosters for leads 2-6": lambda: _with(DirectBlend(Quantile(DAYAHEAD_FEATURES), 6),
