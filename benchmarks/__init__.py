@@ -7,10 +7,18 @@ from pathlib import Path
 
 
 def require_file(path: Path, flag: str = "--data") -> Path:
-    """``path`` when it is a file; else one line on stderr naming the flag and the path, and exit 2."""
-    if not Path(path).is_file():
-        prog = Path(sys.argv[0]).name
-        what = "is a directory, not a file" if Path(path).is_dir() else "no such file"
-        print(f"{prog}: error: {flag} {path}: {what}", file=sys.stderr)
-        raise SystemExit(2)
-    return Path(path)
+    """``path`` when it is meter data (``ingest.sniff``: the file, its encoding, its header); else one line on
+    stderr naming the flag and the reason, and exit 2."""
+    from smart_energy.components.errors import SmartEnergyError
+    from smart_energy.components.ingest import sniff
+
+    if Path(path).is_dir():
+        reason = f"{path}: is a directory, not a file"
+    else:
+        try:
+            sniff(Path(path))
+            return Path(path)
+        except SmartEnergyError as err:
+            reason = " ".join(str(err).split())
+    print(f"{Path(sys.argv[0]).name}: error: {flag} {reason}", file=sys.stderr)
+    raise SystemExit(2)

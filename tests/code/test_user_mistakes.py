@@ -152,12 +152,13 @@ def test_rollout_of_a_misspelt_model_names_the_models_the_store_holds(places, en
 
 @pytest.mark.parametrize("cmd", [["-m", "benchmarks.run"], ["benchmarks/peers_bench.py"],
                                  ["-m", "benchmarks.dayahead_candidates"], ["benchmarks/make_fleet.py", "--out", "x"]])
-@pytest.mark.parametrize("bad", ["no_such.txt", "empty_dir"])
+@pytest.mark.parametrize("bad", ["no_such.txt", "empty_dir", "a_file"])
 def test_the_benches_name_a_missing_data_file(places, cmd, bad):
-    """`make bench DATA=...` and the benches run alone: a wrong --data is one line and exit 2, before any work."""
+    """`make bench DATA=...` and the benches run alone: a wrong --data (missing, a directory, not meter data) is
+    one line and exit 2, before any work."""
     got = subprocess.run([sys.executable, *cmd, "--data", str(places / bad)], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert got.returncode == 2, got.stderr
     lines = got.stderr.strip().splitlines()
     assert len(lines) == 1 and "--data" in lines[0] and str(places / bad) in lines[0], got.stderr
-    assert ("directory" if bad == "empty_dir" else "no such file") in lines[0]
+    assert {"no_such.txt": "no such file", "empty_dir": "directory", "a_file": "unexpected header"}[bad] in lines[0]
