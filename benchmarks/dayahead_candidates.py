@@ -149,6 +149,27 @@ class Quantile:
         return self.booster.predict(dm(frame, self.features, self.margin)).reshape(-1, 3)
 
 
+class Bagged(Quantile):
+    """``Quantile`` with its refit repeated under ``seeds`` seeds (the row and column subsampling), the raw
+    quantiles averaged: the variance of one booster on a few weeks of one household. Early stopping (and so the
+    rounds, the inner forecast and the fallback) is the first seed's, as in ``Quantile``."""
+
+    def __init__(self, features: list[str], seeds: int, **kwargs):
+        super().__init__(features, **kwargs)
+        self.seeds = seeds
+
+    def fit(self, fit: pd.DataFrame) -> "Bagged":
+        super().fit(fit)
+        matrix = dm(fit, self.features, self.margin, True)
+        self.boosters = [self.booster] + [xgb.train({**self.params, "seed": int(self.params["seed"]) + k}, matrix,
+                                                    num_boost_round=self.rounds) for k in range(1, self.seeds)]
+        return self
+
+    def raw(self, frame: pd.DataFrame) -> np.ndarray:
+        d = dm(frame, self.features, self.margin)
+        return np.mean([b.predict(d).reshape(-1, 3) for b in self.boosters], axis=0)
+
+
 class Direct:
     """One ``Quantile`` per lead group."""
 
@@ -242,9 +263,11 @@ class Carry(Blend):
 
     C_GRID = np.linspace(0, 1.2, 25)
 
-    def __init__(self, base, next_hour: NextHour, both: bool = False, decay: bool = False):
+    FLOOR_GRID = np.linspace(0, 0.5, 11)
+
+    def __init__(self, base, next_hour: NextHour, both: bool = False, decay: bool = False, floor: bool = False):
         super().__init__(base, next_hour, True)
-        self.both, self.decay = both, decay
+        self.both, self.decay, self.floor = both, decay, floor
 
     def fit(self, fit: pd.DataFrame) -> "Carry":
         self.base.fit(fit)
@@ -255,11 +278,13 @@ class Carry(Blend):
         y, lead = iv["target_kw"].to_numpy(), iv["lead_hours"].to_numpy()
         self.weights, self.carry = {1: 0.0}, {1: 1.0}
         wgrid = self.GRID if self.both else np.zeros(1)
-        if self.decay:  # one parameter: c_L = phi ** (L - 1)
+        if self.decay:  # one parameter: c_L = phi ** (L - 1); with ``floor``, c_L = f + (1 - f) * phi ** (L - 1)
             gap = nh - lead1
-            errs = [np.mean(np.abs(raw[:, 1] + phi ** (lead - 1) * gap - y)) for phi in np.linspace(0, 0.95, 20)]
-            phi = float(np.linspace(0, 0.95, 20)[int(np.argmin(errs))])
-            self.carry = {k: phi ** (k - 1) for k in range(1, 25)}
+            share = lambda phi, f: f + (1 - f) * phi ** (lead - 1)  # noqa: E731
+            grid = [(phi, f) for phi in np.linspace(0, 0.95, 20) for f in (self.FLOOR_GRID if self.floor else [0.0])]
+            errs = [np.mean(np.abs(raw[:, 1] + share(phi, f) * gap - y)) for phi, f in grid]
+            phi, f = grid[int(np.argmin(errs))]
+            self.carry = {k: f + (1 - f) * phi ** (k - 1) for k in range(1, 25)}
             self.weights = {k: 0.0 for k in range(1, 25)}
         for k in range(2, 25) if not self.decay else ():
             r = lead == k
@@ -421,6 +446,14 @@ def candidates(nh: NextHour, origins: pd.DataFrame) -> dict[str, Callable[[], An
         "r1 carry the lead-1 departure": lambda: Carry(Quantile(DAYAHEAD_FEATURES), nh),
         "r2 carry + blend (2-D grid)": lambda: Carry(Quantile(DAYAHEAD_FEATURES), nh, both=True),
         "r3 carry, c_L = phi^(L-1)": lambda: Carry(Quantile(DAYAHEAD_FEATURES), nh, decay=True),
+        "g1 r3, pooled bagged over 5 seeds": lambda: Carry(Bagged(DAYAHEAD_FEATURES, 5), nh, decay=True),
+        "g3 r3, pooled bagged over 10 seeds": lambda: Carry(Bagged(DAYAHEAD_FEATURES, 10), nh, decay=True),
+        "g4 r3, num_parallel_tree 5": lambda: Carry(Quantile(DAYAHEAD_FEATURES, params={"num_parallel_tree": 5}), nh,
+                                                      decay=True),
+        "g5 r3, num_parallel_tree 10": lambda: Carry(Quantile(DAYAHEAD_FEATURES, params={"num_parallel_tree": 10}),
+                                                       nh, decay=True),
+        "g2 r3 + a lasting share f + (1-f) phi^(L-1)": lambda: Carry(Quantile(DAYAHEAD_FEATURES), nh, decay=True,
+                                                                     floor=True),
         "h1 r3, eta 0.05": lambda: Carry(Quantile(DAYAHEAD_FEATURES, params={"eta": 0.05}), nh, decay=True),
         "h2 r3, depth 3": lambda: Carry(Quantile(DAYAHEAD_FEATURES, params={"max_depth": 3}), nh, decay=True),
         "h3 r3, depth 7": lambda: Carry(Quantile(DAYAHEAD_FEATURES, params={"max_depth": 7}), nh, decay=True),

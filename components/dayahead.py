@@ -63,6 +63,10 @@ BASELINES = ("persistence", "seasonal_24h", "seasonal_168h")
 NEXT_HOUR_FILE = "next_hour.json"  # the next-hour booster of a lead-aware day-ahead model directory
 BLEND_ATTR = "lead_blend_file"  # set on the pooled booster of a lead-aware model: it is not a model alone
 CARRY_GRID = np.linspace(0.0, 0.95, 20)  # candidate decays phi of the next-hour model's departure
+# The final pooled refit is repeated under this many seeds (the row and column subsampling) and averaged, where
+# the fit is small: seeds * pairs stays within one MAX_ORIGINS fit (24 pairs per origin), so a fleet or a year of
+# one meter keeps one booster and the same cost; the shared file's 6 weeks get 8 (candidate g3).
+BAG_MAX_SEEDS, BAG_BUDGET_PAIRS = 10, MAX_ORIGINS * HORIZON_HOURS
 
 
 def usage_series(hourly: pd.DataFrame) -> pd.Series:
@@ -254,6 +258,48 @@ def lead_aware(pooled: xgb.Booster, metadata: dict[str, Any], model_dir: str | P
     return DayAheadModel(pooled, next_hour, vectors.get("weights"), vectors.get("carry"))
 
 
+def bag_seeds(pairs: int) -> int:
+    """How many seeds the final pooled refit averages for ``pairs`` training pairs (``BAG_BUDGET_PAIRS``)."""
+    return int(min(BAG_MAX_SEEDS, max(1, BAG_BUDGET_PAIRS // max(pairs, 1))))
+
+
+def bagged(boosters: list[xgb.Booster]) -> xgb.Booster:
+    """One booster whose forecast is the mean of ``boosters``' (same data, features, objective and base score;
+    any base margin): every leaf value divided by their number, the trees one after another. A forecast is the
+    margin plus the sum of its trees' leaves, so the mean of K forecasts is the margin plus the sum of all K
+    boosters' leaves over K. XGBoost has no call that joins boosters, so this edits its JSON model format (its
+    schema: ``gradient_booster.model`` holds ``trees``, ``tree_info`` and ``iteration_indptr``), and
+    ``tests/model/test_dayahead.py`` checks the result against the mean of the boosters' own forecasts."""
+    import json
+
+    if len(boosters) == 1:
+        return boosters[0]
+    models = [json.loads(b.save_raw("json")) for b in boosters]
+    out = models[0]
+    trees, info, indptr = [], [], [0]
+    for m in models:
+        if m["learner"]["learner_model_param"] != out["learner"]["learner_model_param"]:
+            raise ValueError("bagged boosters must share their base score and outputs")
+        model = m["learner"]["gradient_booster"]["model"]
+        if model["gbtree_model_param"]["num_parallel_tree"] != "1":
+            raise ValueError("bagged boosters must grow one tree per output and round")
+        for tree in model["trees"]:
+            leaf = np.asarray(tree["left_children"]) == -1
+            tree["split_conditions"] = [v / len(boosters) if is_leaf else v
+                                        for v, is_leaf in zip(tree["split_conditions"], leaf)]
+            tree["base_weights"] = [v / len(boosters) for v in tree["base_weights"]]
+            tree["id"] = len(trees)
+            trees.append(tree)
+        info += model["tree_info"]
+        indptr += (indptr[-1] + np.asarray(model["iteration_indptr"][1:])).tolist()
+    model = out["learner"]["gradient_booster"]["model"]
+    model.update(trees=trees, tree_info=info, iteration_indptr=indptr)
+    model["gbtree_model_param"]["num_trees"] = str(len(trees))
+    joined = xgb.Booster()
+    joined.load_model(bytearray(json.dumps(out).encode()))
+    return joined
+
+
 def fit_carry(raw: np.ndarray, next_hour: np.ndarray, pooled_lead1: np.ndarray, actual: np.ndarray,
               lead: np.ndarray) -> float:
     """The ``CARRY_GRID`` decay ``phi`` whose carry (``carry_of``) gives the least P50 absolute error over the
@@ -342,11 +388,15 @@ def fit_dayahead(pairs: pd.DataFrame, origin_rows: pd.DataFrame, params: dict[st
                "valid_pairs": int(len(valid_part)),
                "valid_coverage_before_calibration": float(np.mean((actual >= raw[:, 0]) & (actual <= raw[:, 2]))),
                "valid_coverage_p10_p90": float(np.mean((actual >= calibrated[:, 0]) & (actual <= calibrated[:, 2])))}
-    final = xgb.train(params, dmatrix(pairs, True), num_boost_round=best)  # refit on the whole window
+    # refit on the whole window, averaged over seeds where the window is small (bag_seeds)
+    whole, seeds = dmatrix(pairs, True), bag_seeds(len(pairs))
+    final = bagged([xgb.train({**params, "seed": int(params.get("seed", 0)) + k}, whole, num_boost_round=best)
+                    for k in range(seeds)])
+    final.set_param({"nthread": params["nthread"]})
     final.set_attr(**{BLEND_ATTR: NEXT_HOUR_FILE})  # alone, it is not the model (raw_quantiles refuses it)
     return {"model": DayAheadModel(final, nh_final, None, carry), "phi": phi, "conformal_kw": shift, "metrics": metrics,
             "params": params, "rounds": best, "next_hour_params": nh_params, "next_hour_rounds": nh_rounds,
-            "next_hour_metrics": nh_metrics,
+            "next_hour_metrics": nh_metrics, "seeds": seeds,
             "blend_fitted_on": {"pairs": int(unseen.sum()), "first_origin": str(nh_valid["event_timestamp"].min())}}
 
 
@@ -385,7 +435,7 @@ def train_dayahead(data: str | Path, model_dir: str | Path, settings: Settings |
                             "pairs": int(len(pairs)), "origins": int(pairs["event_timestamp"].nunique()),
                             "gaps": find_gaps(window)},
         "params": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in params.items()} | {
-            "num_boost_round": best},
+            "num_boost_round": best, "bagged_seeds": fit["seeds"]},
         "metrics": metrics, "library_versions": library_versions(),
         "lead_blend": {
             "next_hour_file": NEXT_HOUR_FILE, "phi": fit["phi"], "carry": [float(c) for c in carry],
