@@ -27,7 +27,9 @@ weekday-hour over the 4 weeks before, what ``meter_profile_fv`` serves online) a
 next-hour-style direct boosters at leads 2-3 / 2-6; ``r1``-``r3``: lead 1 = the next-hour model, whose departure
 from the pooled lead-1 P50 is carried to lead L with a per-lead share (r1), with a blend too (r2), or with one
 decay ``phi ** (L - 1)`` (r3); and ``shipped``: the product's own code (``dayahead.fit_dayahead`` and
-``raw_quantiles``: r3, trained inside it), which ``train --horizon 24`` ships.
+``raw_quantiles``: r3 with g3's bag, trained inside it), which ``train --horizon 24`` ships; ``g1``/``g3``: r3 with
+the pooled refit averaged over 5/10 seeds (``g3`` shipped, as ``dayahead.bag_seeds`` caps it); ``g4``/``g5``: r3
+with XGBoost's ``num_parallel_tree`` 5/10 instead; ``g2``: r3's carry with a lasting share, f + (1 - f) phi^(L-1).
 
 Run: ``.venv/bin/python -m benchmarks.dayahead_candidates --data SHARED [--scored]``
 """

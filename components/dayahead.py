@@ -21,6 +21,13 @@ models out of sample there) and stored in the metadata (``lead_blend.carry``); P
 as the P50, before the calibration. A model from before the carry (``lead_blend.weights``: P50 = ``w_L *
 next-hour + (1 - w_L) * pooled P50``) is read by the same function, the one rule below holding both.
 
+Where the training window is small, the pooled booster's final refit is repeated under several seeds (its row and
+column subsampling) and the forecasts averaged (``bag_seeds``: seeds x pairs within one ``MAX_ORIGINS`` fit, at
+most 10), joined into one booster (``bagged``), so the model directory and every server read it unchanged. The mean
+of K forecasts is never further from an hour's actual than their average distance is (the absolute error is
+convex), so, hour by hour, the bag's P50 error is at most the seeds' mean error (the carry is linear in the pooled
+forecasts, so this holds after it); on validation the bag was better than the one seed shipped before (candidate g3). A fleet or a year of one meter keeps one booster and the same cost.
+
 Baselines for target hour t forecast at origin T: persistence (T-1, the last known hour, for every lead),
 seasonal 24 h (t-24 h, known at T for every lead up to 24) and seasonal 168 h (t-168 h).
 """

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from smart_energy.components.dayahead import (DAYAHEAD_FEATURES, NEXT_HOUR_FILE, OUTPUTS, calibrate, expand_leads,
-                                              carry_of, fit_carry, lead_adjust, load_dayahead, per_lead,
+from smart_energy.components.dayahead import (BAG_BUDGET_PAIRS, DAYAHEAD_FEATURES, NEXT_HOUR_FILE, OUTPUTS, PARAMS,
+                                              bag_seeds, bagged, calibrate, expand_leads, carry_of, fit_carry, lead_adjust, load_dayahead, per_lead,
                                               raw_quantiles, rolling_shift)
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.feast_store import copy_feature_repo
@@ -47,6 +47,38 @@ def test_the_model_is_registered_as_day_ahead_with_its_quantiles(dayahead):
     assert meta["horizon_hours"] == 24 and meta["quantiles"] == [0.1, 0.5, 0.9] and meta["outputs"] == list(OUTPUTS)
     assert meta["training_window"]["end"] < "2007-02-01"  # the held-out weeks never reached training
     assert dayahead["trained"]["horizon_hours"] == 24
+    # six weeks of one household: the final pooled refit is the mean of 8 seeds, joined into one booster
+    seeds, rounds = meta["params"]["bagged_seeds"], meta["params"]["num_boost_round"]
+    assert seeds == bag_seeds(meta["training_window"]["pairs"]) == 8
+    booster, _ = load_booster(dayahead["root"] / "model")
+    assert booster.num_boosted_rounds() == seeds * rounds
+
+
+def test_the_bagged_booster_forecasts_the_mean_of_its_seeds_and_small_windows_only_are_bagged(tmp_path):
+    import xgboost as xgb
+
+    rng = np.random.default_rng(11)
+    x = rng.random((2000, 5))
+    y = 2 * x[:, 0] + rng.gamma(1.0, 0.3, 2000)
+    margin = np.repeat(x[:, 1:2], 3, axis=1)  # as the product's: a per-row start level for each quantile
+    train = xgb.DMatrix(x, label=y, base_margin=margin)
+    boosters = [xgb.train({**PARAMS, "nthread": 1, "seed": 7 + k}, train, num_boost_round=30) for k in range(4)]
+    for rows in (xgb.DMatrix(x, base_margin=margin), xgb.DMatrix(x)):
+        each = np.stack([b.predict(rows) for b in boosters])
+        assert np.abs(each[0] - each[1]).max() > 0.05  # the seeds do differ
+        joined = bagged(boosters)
+        np.testing.assert_allclose(joined.predict(rows), each.mean(axis=0), atol=1e-5)
+        joined.save_model(tmp_path / "bag.json")  # and so does the file the model directory holds
+        back = xgb.Booster()
+        back.load_model(tmp_path / "bag.json")
+        np.testing.assert_allclose(back.predict(rows), each.mean(axis=0), atol=1e-5)
+    assert joined.num_boosted_rounds() == 4 * 30 and bagged(boosters[:1]) is boosters[0]
+    other = xgb.train({**PARAMS, "nthread": 1}, xgb.DMatrix(x, label=y + 5.0), num_boost_round=3)
+    with pytest.raises(ValueError, match="base score"):
+        bagged([boosters[0], other])
+    # seeds x pairs stays within one MAX_ORIGINS fit: a fleet or a year of a meter keeps one booster
+    assert bag_seeds(BAG_BUDGET_PAIRS) == bag_seeds(10 * BAG_BUDGET_PAIRS) == 1
+    assert bag_seeds(26_000) == 8 and bag_seeds(100) == 10 and bag_seeds(BAG_BUDGET_PAIRS // 3) == 3
 
 
 def test_held_out_band_covers_80_percent_and_p50_beats_every_naive_day_ahead_forecast(dayahead):
