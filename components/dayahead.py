@@ -72,7 +72,7 @@ BLEND_ATTR = "lead_blend_file"  # set on the pooled booster of a lead-aware mode
 CARRY_GRID = np.linspace(0.0, 0.95, 20)  # candidate decays phi of the next-hour model's departure
 # The final pooled refit is repeated under this many seeds (the row and column subsampling) and averaged, where
 # the fit is small: seeds * pairs stays within one MAX_ORIGINS fit (24 pairs per origin), so a fleet or a year of
-# one meter keeps one booster and the same cost; the shared file's 6 weeks get 8 (candidate g3).
+# one meter keeps one booster and the same cost; the shared file's 6 weeks (26,364 pairs) get 7 (candidate g3).
 BAG_MAX_SEEDS, BAG_BUDGET_PAIRS = 10, MAX_ORIGINS * HORIZON_HOURS
 
 
