@@ -430,7 +430,7 @@ def _with(model: DirectBlend, origins: pd.DataFrame) -> DirectBlend:
 def candidates(nh: NextHour, origins: pd.DataFrame) -> dict[str, Callable[[], Any]]:
     return {
         "a  pooled (today)": lambda: Quantile(DAYAHEAD_FEATURES),
-        "shipped: r3 as train --horizon 24 fits it": lambda: Shipped(origins),
+        "shipped: r3 + bag, as train --horizon 24 fits it": lambda: Shipped(origins),
         "b  pooled + lead/target-lag features": lambda: Quantile(LEADX_FEATURES),
         "c  pooled, relative to t-24h": lambda: Quantile(DAYAHEAD_FEATURES, margin_rel24),
         "c' pooled, relative to 7-day profile": lambda: Quantile(DAYAHEAD_FEATURES, margin_mean7d),
