@@ -52,8 +52,8 @@ import xgboost as xgb
 os.environ.setdefault("SE_XGB_THREADS", "1")
 
 from smart_energy.components.dayahead import (DAYAHEAD_FEATURES, EARLY_STOPPING, MAX_ROUNDS, PARAMS, QUANTILES,
-                                              as_lead1, conformal_shift, expand_leads, fit_dayahead, lead_adjust,
-                                              raw_quantiles, score_pairs, usage_series)
+                                              as_lead1, bagged, conformal_shift, expand_leads, fit_dayahead,
+                                              lead_adjust, raw_quantiles, score_pairs, usage_series)
 from smart_energy.components.calibration import rolling_band
 from smart_energy.components.features import (FEATURES, build_feature_frame, keep_meters_with_history, labels,
                                               training_cutoff)
@@ -152,9 +152,9 @@ class Quantile:
 
 
 class Bagged(Quantile):
-    """``Quantile`` with its refit repeated under ``seeds`` seeds (the row and column subsampling), the raw
-    quantiles averaged: the variance of one booster on a few weeks of one household. Early stopping (and so the
-    rounds, the inner forecast and the fallback) is the first seed's, as in ``Quantile``."""
+    """``Quantile`` with its refit repeated under ``seeds`` seeds (the row and column subsampling), the forecasts
+    averaged by the product's own join (``dayahead.bagged``). Early stopping (and so the rounds, the inner forecast
+    and the fallback) is the first seed's, as in ``Quantile`` and ``fit_dayahead``."""
 
     def __init__(self, features: list[str], seeds: int, **kwargs):
         super().__init__(features, **kwargs)
@@ -163,13 +163,11 @@ class Bagged(Quantile):
     def fit(self, fit: pd.DataFrame) -> "Bagged":
         super().fit(fit)
         matrix = dm(fit, self.features, self.margin, True)
-        self.boosters = [self.booster] + [xgb.train({**self.params, "seed": int(self.params["seed"]) + k}, matrix,
-                                                    num_boost_round=self.rounds) for k in range(1, self.seeds)]
+        self.booster = bagged([self.booster] + [xgb.train({**self.params, "seed": int(self.params["seed"]) + k},
+                                                          matrix, num_boost_round=self.rounds)
+                                                for k in range(1, self.seeds)])
+        self.booster.set_param({"nthread": self.params["nthread"]})
         return self
-
-    def raw(self, frame: pd.DataFrame) -> np.ndarray:
-        d = dm(frame, self.features, self.margin)
-        return np.mean([b.predict(d).reshape(-1, 3) for b in self.boosters], axis=0)
 
 
 class Direct:

@@ -26,7 +26,8 @@ column subsampling) and the forecasts averaged (``bag_seeds``: seeds x pairs wit
 most 10), joined into one booster (``bagged``), so the model directory and every server read it unchanged. The mean
 of K forecasts is never further from an hour's actual than their average distance is (the absolute error is
 convex), so, hour by hour, the bag's P50 error is at most the seeds' mean error (the carry is linear in the pooled
-forecasts, so this holds after it); on validation the bag was better than the one seed shipped before (candidate g3). A fleet or a year of one meter keeps one booster and the same cost.
+forecasts, so this holds after it); on validation the bag was better than the one seed shipped before (candidate
+g3). A fleet or a year of one meter keeps one booster and the same cost.
 
 Baselines for target hour t forecast at origin T: persistence (T-1, the last known hour, for every lead),
 seasonal 24 h (t-24 h, known at T for every lead up to 24) and seasonal 168 h (t-168 h).

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from smart_energy.components.dayahead import (BAG_BUDGET_PAIRS, DAYAHEAD_FEATURES, NEXT_HOUR_FILE, OUTPUTS, PARAMS,
-                                              bag_seeds, bagged, calibrate, expand_leads, carry_of, fit_carry, lead_adjust, load_dayahead, per_lead,
-                                              raw_quantiles, rolling_shift)
+                                              bag_seeds, bagged, calibrate, expand_leads, carry_of, fit_carry,
+                                              lead_adjust, load_dayahead, per_lead, raw_quantiles, rolling_shift)
 from smart_energy.components.errors import SmartEnergyError
 from smart_energy.components.feast_store import copy_feature_repo
 from smart_energy.components.features import FEATURES, build_feature_frame
