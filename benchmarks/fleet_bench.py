@@ -164,7 +164,7 @@ def fleet_train_dayahead(ingest_dir: str, repo: str, advice_meters: str) -> dict
         advice = (time.perf_counter() - t) * len(meters) / len(some)
         return {"meters": len(meters), "hours": len(hourly), "candidate_origins": int(len(labels(hourly))),
                 "origins": len(origins), "pairs": len(pairs), "features_seconds": features, "fit_seconds": fitted,
-                "rounds": [fit["rounds"], fit["next_hour_rounds"]], "advice_seconds": advice,
+                "rounds": [fit["rounds"], fit["next_hour_rounds"]], "seeds": fit["seeds"], "advice_seconds": advice,
                 "advice_meters_measured": len(some)}
 
     return _measured(step)
@@ -208,7 +208,7 @@ def dayahead_section(shared: Path, work: Path, run_case, sizes: tuple[int, ...] 
     print(f"\n== fleet, day-ahead training (embedded; hourly synthetic data, {DAYS + 1} days a meter; features "
           f"published first, not timed; at most MAX_ORIGINS = {MAX_ORIGINS:,} origins are sampled) ==")
     print(f"{'meters':>7} {'origins':>9} {'sampled':>8} {'pairs':>8} {'join s':>7} {'fit s':>7} {'rounds':>9} "
-          f"{'us/pair':>8} {'advice s':>9} {'total s':>8} {'ms/meter':>9} {'peak MiB':>8}")
+          f"{'seeds':>5} {'us/pair':>8} {'advice s':>9} {'total s':>8} {'ms/meter':>9} {'peak MiB':>8}")
     results = {}
     for n in sizes:
         root = work / f"dayahead{n}"
@@ -221,7 +221,8 @@ def dayahead_section(shared: Path, work: Path, run_case, sizes: tuple[int, ...] 
         results[n] = r | {"total_seconds": total}
         advice = f"{r['advice_seconds']:9.1f}" + ("*" if r["advice_meters_measured"] < n else " ")
         print(f"{n:7,} {r['candidate_origins']:9,} {r['origins']:8,} {r['pairs']:8,} {r['features_seconds']:7.1f} "
-              f"{r['fit_seconds']:7.1f} {str(tuple(r['rounds'])):>9} {1e6 * r['fit_seconds'] / r['pairs']:8.1f} "
+              f"{r['fit_seconds']:7.1f} {str(tuple(r['rounds'])):>9} {r['seeds']:5d} "
+              f"{1e6 * r['fit_seconds'] / r['pairs']:8.1f} "
               f"{advice}{total:8.1f} {1000 * total / n:9.2f} {r['peak_mib']:8.0f}", flush=True)
     if any(r["advice_meters_measured"] < n for n, r in results.items()):
         print("* advice measured on the first 1,000 meters, extrapolated linearly (a per-meter loop)")
