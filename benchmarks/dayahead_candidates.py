@@ -51,6 +51,9 @@ import xgboost as xgb
 # (60 rounds on 18,000 rows: 5.1 s against 0.29 s), and the fit times below are per thread.
 os.environ.setdefault("SE_XGB_THREADS", "1")
 
+if not __package__:  # run as a script: import from the repository's root (pyarrow installs a `benchmarks` of its own)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from smart_energy.components.dayahead import (DAYAHEAD_FEATURES, EARLY_STOPPING, MAX_ROUNDS, PARAMS, QUANTILES,
                                               as_lead1, bagged, conformal_shift, expand_leads, fit_dayahead,
                                               lead_adjust, raw_quantiles, score_pairs, usage_series)

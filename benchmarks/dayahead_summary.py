@@ -22,4 +22,15 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("evaluation", help="the JSON that `smart-energy evaluate` printed for a day-ahead model")
+    args = parser.parse_args()
+    try:
+        main(args.evaluation)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        why = (err.strerror or str(err)).lower() if isinstance(err, OSError) else \
+            f"not a day-ahead evaluate JSON ({type(err).__name__}: {err})"
+        print(f"dayahead_summary.py: error: {args.evaluation}: {why}", file=sys.stderr)
+        sys.exit(2)

@@ -21,9 +21,12 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.cases import register
-from benchmarks.make_fleet import load_source, make_fleet, make_fleet_hourly
-from smart_energy.components.feast_store import copy_feature_repo
+if not __package__:  # run as a script: import from the repository's root (pyarrow installs a `benchmarks` of its own)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.cases import register  # noqa: E402
+from benchmarks.make_fleet import load_source, make_fleet, make_fleet_hourly  # noqa: E402
+from smart_energy.components.feast_store import copy_feature_repo  # noqa: E402
 
 SIZES = (10, 100, 1000)
 DAYS = 8

@@ -10,6 +10,7 @@ fleets (`make_fleet.py`). Run by `make bench` (section `objective`) or alone:
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -18,7 +19,10 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from benchmarks.make_fleet import make_fleet_hourly
+if not __package__:  # run as a script: import from the repository's root (pyarrow installs a `benchmarks` of its own)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.make_fleet import make_fleet_hourly  # noqa: E402
 from smart_energy.components.features import FEATURES, build_feature_frame, labels
 from smart_energy.components.ingest import ingest_file
 from smart_energy.components.train import DEFAULT_PARAMS, fit_booster, holdout_start, refit, time_split, with_start

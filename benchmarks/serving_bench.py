@@ -32,6 +32,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if not __package__:  # run as a script: import from the repository's root (pyarrow installs a `benchmarks` of its own)
+    sys.path.insert(0, str(REPO))
 RATE = 200
 RATE_SECONDS = 10
 MAX_SECONDS = 8

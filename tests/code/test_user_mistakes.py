@@ -162,3 +162,24 @@ def test_the_benches_name_a_missing_data_file(places, cmd, bad):
     lines = got.stderr.strip().splitlines()
     assert len(lines) == 1 and "--data" in lines[0] and str(places / bad) in lines[0], got.stderr
     assert {"no_such.txt": "no such file", "empty_dir": "directory", "a_file": "unexpected header"}[bad] in lines[0]
+
+
+@pytest.mark.parametrize("script", ["run.py", "peers_bench.py", "dayahead_candidates.py", "fleet_bench.py",
+                                    "objective_bench.py", "serving_bench.py"])
+def test_each_bench_runs_as_a_script_from_anywhere(places, script):
+    """`python benchmarks/X.py` from another folder imports the repository's `benchmarks`, not pyarrow's package of
+    the same name (a script's folder, not the working directory, starts sys.path), and so reaches its own check."""
+    got = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--data", str(places / "no_such.txt")],
+                         cwd=places, capture_output=True, text=True, timeout=120)
+    assert got.returncode == 2 and "Traceback" not in got.stderr, got.stderr
+    assert got.stderr.strip().splitlines() == [f"{script}: error: --data {places / 'no_such.txt'}: no such file"]
+
+
+@pytest.mark.parametrize("bad, why", [("no_such.json", "no such file or directory"), ("empty_dir", "is a directory"),
+                                      ("a_file", "not a day-ahead evaluate JSON")])
+def test_the_backtest_summary_names_a_bad_evaluation_file(places, bad, why):
+    got = subprocess.run([sys.executable, str(REPO / "benchmarks" / "dayahead_summary.py"), str(places / bad)],
+                         cwd=places, capture_output=True, text=True, timeout=60)
+    assert got.returncode == 2 and "Traceback" not in got.stderr, got.stderr
+    lines = got.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"dayahead_summary.py: error: {places / bad}: {why}"), got.stderr
