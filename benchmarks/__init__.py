@@ -12,13 +12,10 @@ def require_file(path: Path, flag: str = "--data") -> Path:
     from smart_energy.components.errors import SmartEnergyError
     from smart_energy.components.ingest import sniff
 
-    if Path(path).is_dir():
-        reason = f"{path}: is a directory, not a file"
-    else:
-        try:
-            sniff(Path(path))
-            return Path(path)
-        except SmartEnergyError as err:
-            reason = " ".join(str(err).split())
+    try:
+        sniff(Path(path))
+        return Path(path)
+    except SmartEnergyError as err:
+        reason = " ".join(str(err).split())
     print(f"{Path(sys.argv[0]).name}: error: {flag} {reason}", file=sys.stderr)
     raise SystemExit(2)

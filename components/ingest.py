@@ -90,8 +90,10 @@ def sniff(path: Path) -> str:
     A UTF-8 byte-order mark is ignored; the file's extension says nothing about its delimiter.
 
     Raises:
-        IngestError: with a one-line reason (missing, empty, binary, damaged gzip, wrong header).
+        IngestError: with a one-line reason (missing, a directory, empty, binary, damaged gzip, wrong header).
     """
+    if path.is_dir():
+        raise IngestError(f"{path}: is a directory, not a file")
     if not path.is_file():
         raise IngestError(f"{path}: no such file")
     if path.stat().st_size == 0:
